@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints their message (no traceback) and exits with 2."""
+
+
+class ClipmgError(Exception):
+    """Base class: the message alone must tell the user what is wrong and where."""
+
+
+class DataError(ClipmgError):
+    """Bad metadata, labels or splits. The message names the file, and the row and column."""
+
+
+class ImageError(DataError):
+    """An image that cannot be read or decoded. The message names the file."""
+
+
+class ModelError(ClipmgError):
+    """Unknown backend or model name, missing weights, tokenizer/model mismatch."""
+
+
+class CheckpointError(ClipmgError):
+    """A checkpoint folder that is missing, incomplete or from another backend."""
+
+
+class TrainingError(ClipmgError):
+    """Training cannot go on (NaN loss, bad config); the last good checkpoint is kept."""
