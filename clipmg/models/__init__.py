@@ -1,0 +1,23 @@
+"""Contrastive image-text models: `create_model("openclip:clipmg-small")`, `create_model("hybrid", ...)`."""
+
+from clipmg.models.base import ContrastiveModel
+from clipmg.models.factory import (
+    DEFAULT_MODEL,
+    create_model,
+    create_model_from_config,
+    list_models,
+)
+from clipmg.models.heads import ProjectionHead
+from clipmg.models.hybrid import HybridModel
+from clipmg.models.openclip import OpenClipModel
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ContrastiveModel",
+    "HybridModel",
+    "OpenClipModel",
+    "ProjectionHead",
+    "create_model",
+    "create_model_from_config",
+    "list_models",
+]

@@ -1,0 +1,170 @@
+"""`ContrastiveModel`: the one interface every backend (open_clip, hybrid timm + HF) offers.
+
+Downstream code (prompts, losses, trainer, checkpoint, predict) only uses what is defined here:
+
+- `encode_image(images, normalize=True)` -> (B, D); `encode_text(texts, normalize=True)` -> (N, D),
+  texts are plain strings, tokenised inside on the model's device.
+- `logit_scale`: log of the inverse temperature. A learnable `nn.Parameter`, or, for a fixed
+  temperature, a buffer (so no optimizer or `requires_grad_(True)` can move it). Same state_dict
+  key either way. `scale()` returns `exp(logit_scale)` clamped at 100.
+- `forward(images, texts)` -> `(image_features, text_features, scale)`, features L2-normalised.
+- `model_config`: JSON-able dict, `create_model_from_config(model_config)` rebuilds the architecture
+  without downloading anything (weights then come from the checkpoint).
+- `preprocess_config`: `{"image_size": int, "mean": [3], "std": [3], "interpolation": str}`.
+- `freeze(image, text)`, `param_groups(lr_image, lr_text, lr_heads, weight_decay)`.
+- `save_pretrained_parts(folder)`: the checkpoint writer calls it after saving `model.safetensors`
+  and `config.json`; a backend writes there whatever besides weights and `model_config` it needs to
+  be rebuilt offline (the hybrid backend: its HF tokenizer in `folder/tokenizer/`). It returns the
+  paths written. `create_model_from_config(cfg, folder)` reads them back.
+
+Every parameter belongs to one *part*: "image" (image tower), "text" (text tower) or "heads" (the
+projections into the shared space, and the learnable `logit_scale`). Parts drive `freeze` and
+`param_groups`. A later modality (e.g. pose) adds its own part and encoder in a subclass.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABCMeta, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipmg.errors import ModelError
+
+MAX_LOGIT_SCALE = 100.0
+DEFAULT_TEMPERATURE = 0.07
+
+IMAGE, TEXT, HEADS = "image", "text", "heads"
+
+
+def resolve_temperature(
+    temperature: float | None, learn_temperature: bool | None, default: float = DEFAULT_TEMPERATURE
+) -> tuple[float, bool]:
+    """(temperature, learnable). No temperature: start at `default`, learnable unless told not to.
+    A given temperature is fixed unless `learn_temperature=True` (then it is the starting value)."""
+    if temperature is None:
+        return default, True if learn_temperature is None else bool(learn_temperature)
+    temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ModelError(f"temperature must be a positive number, got {temperature!r}")
+    return temperature, bool(learn_temperature)
+
+
+def is_no_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, norm weights and scalars (logit_scale) get no weight decay: all have ndim <= 1."""
+    return param.ndim <= 1
+
+
+class ContrastiveModel(nn.Module, metaclass=ABCMeta):
+    """Base class of clipmg models. Subclasses set `backend`, build their towers, then call
+    `_init_logit_scale` and set `model_config` and `preprocess_config`."""
+
+    backend: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_config: dict[str, Any] = {}
+        self.preprocess_config: dict[str, Any] = {}
+        self.frozen_parts: set[str] = set()
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: dict, folder: str | Path | None = None) -> ContrastiveModel:
+        """Rebuild the architecture from `model_config` (no pretrained weights, no downloads)."""
+
+    @classmethod
+    def check_config_backend(cls, cfg: dict) -> None:
+        backend = cfg.get("backend") if isinstance(cfg, dict) else None
+        if backend != cls.backend:
+            raise ModelError(
+                f"model_config is for backend {backend!r}, not {cls.backend!r}; "
+                "rebuild it with clipmg.models.create_model_from_config"
+            )
+
+    def _init_logit_scale(self, temperature: float, learnable: bool) -> None:
+        value = torch.tensor(math.log(1.0 / temperature), dtype=torch.float32)
+        if learnable:
+            self.logit_scale = nn.Parameter(value)
+        else:
+            self.register_buffer("logit_scale", value)
+
+    def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
+        """Write what is needed, besides weights and `model_config`, to rebuild offline."""
+        return []
+
+    # --- encoding -----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    @abstractmethod
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) float images, already normalised with `preprocess_config` -> (B, D)."""
+
+    @abstractmethod
+    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
+        """List of N strings -> (N, D)."""
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(
+        self, images: torch.Tensor, texts: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.encode_image(images), self.encode_text(texts), self.scale()
+
+    # --- training helpers -----------------------------------------------------------------------
+
+    @abstractmethod
+    def parameter_part(self, name: str) -> str:
+        """IMAGE, TEXT or HEADS for a name from `named_parameters()` (or a module name + '.weight')."""
+
+    def freeze(self, image: bool = False, text: bool = False) -> None:
+        """Lock the image and/or text tower (`requires_grad=False`, BatchNorm statistics kept
+        fixed); heads always train. `freeze(False, False)` unlocks both towers again."""
+        self.frozen_parts = {part for part, frozen in ((IMAGE, image), (TEXT, text)) if frozen}
+        for name, param in self.named_parameters():
+            param.requires_grad_(self.parameter_part(name) not in self.frozen_parts)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ContrastiveModel:
+        super().train(mode)
+        # A frozen tower's BatchNorm must not drift with the new data's statistics.
+        for name, module in self.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+                self.parameter_part(f"{name}.weight") in self.frozen_parts
+            ):
+                module.eval()
+        return self
+
+    def param_groups(
+        self,
+        lr_image: float = 1e-4,
+        lr_text: float = 1e-5,
+        lr_heads: float = 1e-3,
+        weight_decay: float = 0.01,
+    ) -> list[dict[str, Any]]:
+        """AdamW parameter groups: one learning rate per part, no weight decay on parameters with
+        ndim <= 1 (biases, norms, logit_scale). Frozen parameters and empty groups are left out;
+        each group has a "name" (e.g. "image", "image_no_decay") for logging."""
+        lrs = {IMAGE: lr_image, TEXT: lr_text, HEADS: lr_heads}
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                key = (self.parameter_part(name), is_no_decay(name, param))
+                groups.setdefault(key, []).append(param)
+        return [
+            {
+                "name": f"{part}_no_decay" if no_decay else part,
+                "params": params,
+                "lr": lrs[part],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            }
+            for (part, no_decay), params in sorted(groups.items())
+        ]
