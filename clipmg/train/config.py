@@ -1,0 +1,184 @@
+"""Training configuration: one dataclass, loaded from YAML and overridden from the command line.
+
+Every field is also a command-line flag (``--lr-heads 1e-3``); the resolved configuration is
+saved with each run and inside each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from clipmg.errors import DataError
+
+CHOICES = {
+    "split_by": ("clip", "subject", "frames"),
+    "loss": ("ce", "soft_ce", "js"),
+    "contrast": ("batch", "classes"),
+    "text_source": ("caption", "prompt", "random_template"),
+    "balanced_sampler": ("none", "inverse", "sqrt"),
+    "scheduler": ("cosine", "plateau", "none"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "pooling": ("cls", "mean"),
+}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    metadata: str | None = None
+    labels: str | None = None
+    image_root: str | None = None
+    path_column: str = "Path"
+    class_column: str = "Class"
+    video_column: str = "Video ID"
+    frame_column: str = "Frame ID"
+    caption_column: str = "Caption"
+    split: str | None = field(default=None, metadata={"help": "split CSV from `clipmg split`"})
+    split_by: str = "clip"
+    val_fraction: float = 0.2
+    subject_column: str | None = None
+    skip_bad_images: bool = False
+    workers: int = 2
+    # model
+    model: str = "openclip:clipmg-small"
+    pretrained: str | None = None
+    image_encoder: str | None = field(default=None, metadata={"help": "hybrid: timm:<name>"})
+    text_encoder: str | None = field(default=None, metadata={"help": "hybrid: hf:<name or folder>"})
+    embed_dim: int | None = None
+    image_size: int | None = field(default=None, metadata={"help": "override the model's input size"})
+    pooling: str = "cls"
+    temperature: float | None = field(default=None, metadata={"help": "fixed temperature"})
+    learn_temperature: bool = True
+    freeze_image: bool = False
+    freeze_text: bool = False
+    init_from: str | None = field(default=None, metadata={"help": "checkpoint to fine-tune from"})
+    # text side
+    prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
+    text_source: str = "caption"
+    # loss
+    loss: str = "ce"
+    contrast: str = "classes"
+    logit_adjust_tau: float = 0.0
+    balanced_sampler: str = "none"
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 64
+    lr_image: float = 1e-4
+    lr_text: float = 1e-5
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"
+    warmup_steps: int = 50
+    plateau_patience: int = 2
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    precision: str = "auto"
+    max_steps_per_epoch: int | None = None
+    # run
+    output: str = "checkpoints/run"
+    seed: int = 42
+    device: str = "auto"
+    monitor: str = "top1"
+    patience: int | None = field(default=None, metadata={"help": "early stopping patience"})
+    save_every_steps: int | None = None
+    tensorboard: bool = True
+    hflip: bool = False
+
+    def validate(self) -> TrainConfig:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise DataError(f"config: {name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise DataError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(TrainConfig)
+    hint = hints[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DataError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**values)
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise DataError(f"config file {path} must hold a mapping of settings")
+    return values
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    from clipmg.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults stay None so only flags given override the file."""
+    for f in dataclasses.fields(TrainConfig):
+        kind = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name in CHOICES:
+            parser.add_argument(flag, choices=CHOICES[f.name], default=None, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None,
+                                metavar="BOOL", help=help_text)
+        else:
+            parser.add_argument(flag, type=_parse_optional(kind), default=None, help=help_text)
+
+
+def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    """Defaults < base (e.g. demo settings) < --config file < command-line flags."""
+    values = dict(base or {})
+    if getattr(args, "config", None):
+        values.update(load_config(args.config))
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    return config_from_dict(values, source=getattr(args, "config", None) or "config").validate()

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny generated dataset in the iMiGUE layout, and tiny training settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores here: more threads than cores only slows the tests down.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """4 classes, 16 clips of 2 frames at 64 px: seconds to make, enough to train a few steps."""
+    from clipmg.data import make_demo_data
+
+    root = tmp_path_factory.mktemp("tiny_demo")
+    make_demo_data(root, classes=4, clips=16, frames_per_clip=2, size=64, seed=0)
+    return root
+
+
+@pytest.fixture
+def tiny_train_settings(tiny_dataset, tmp_path) -> dict:
+    return {
+        "metadata": str(tiny_dataset / "training" / "train.xlsx"),
+        "labels": str(tiny_dataset / "Clip_label.csv"),
+        "model": "openclip:clipmg-tiny",
+        "epochs": 2,
+        "batch_size": 8,
+        "workers": 0,
+        "warmup_steps": 1,
+        "lr_image": 1e-3,
+        "lr_text": 1e-3,
+        "lr_heads": 1e-3,
+        "output": str(tmp_path / "run"),
+        "tensorboard": False,
+        "seed": 1,
+    }

@@ -1,0 +1,168 @@
+"""The trainer end to end on the tiny model: loss falls, resume is exact, NaN keeps the last
+checkpoint, and two gloo processes see the same first-step loss as one process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clipmg.checkpoint import load_checkpoint
+from clipmg.errors import TrainingError
+from clipmg.train import TrainConfig, Trainer, train
+
+
+def make_trainer(settings: dict, **overrides) -> Trainer:
+    trainer = Trainer(TrainConfig(**{**settings, **overrides}).validate())
+    trainer.setup()
+    return trainer
+
+
+@pytest.mark.parametrize("loss,contrast", [("ce", "classes"), ("ce", "batch"), ("js", "classes"),
+                                           ("soft_ce", "batch")])
+def test_loss_falls_when_fitting_one_batch(tiny_train_settings, loss, contrast):
+    trainer = make_trainer(tiny_train_settings, loss=loss, contrast=contrast, scheduler="none")
+    batch = next(iter(trainer.train_loader))
+    trainer.model.train()
+    losses = []
+    for step in range(25):
+        loss_value = trainer.train_step(batch, torch.Generator().manual_seed(step))
+        loss_value.backward()
+        trainer._optimizer_step()
+        losses.append(loss_value.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_fit_writes_best_last_and_history(tiny_train_settings, tmp_path):
+    summary = train(TrainConfig(**{**tiny_train_settings, "tensorboard": True}).validate())
+    run = tmp_path / "run"
+    assert summary["epochs_run"] == 2
+    for name in ("best", "last"):
+        assert (run / name / "model.safetensors").is_file()
+        config = json.loads((run / name / "config.json").read_text())
+        assert config["class_names"] and config["class_ids"] == [1, 2, 3, 4]
+    assert (run / "last" / "trainer_state.pt").is_file()
+    assert (run / "config.yaml").is_file() and (run / "split.csv").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert summary["split"]["leakage"] == 0.0
+    for key in ("top1", "top5", "balanced_accuracy", "clip_top1", "loss"):
+        assert key in summary["best"]
+    model, _ = load_checkpoint(run / "best")
+    assert not model.training
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(trainer: Trainer, steps: int) -> None:
+    original = trainer.train_step
+    calls = {"n": 0}
+
+    def counting_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise Interrupt
+        return original(*args, **kwargs)
+
+    trainer.train_step = counting_step
+
+
+def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny_train_settings, tmp_path):
+    settings = {**tiny_train_settings, "epochs": 3, "save_every_steps": 1}
+    reference = train(TrainConfig(**{**settings, "output": str(tmp_path / "reference")}).validate())
+
+    stopped = Trainer(TrainConfig(**{**settings, "output": str(tmp_path / "stopped")}).validate())
+    stopped.setup()
+    steps_per_epoch = stopped.steps_per_epoch
+    interrupt_after(stopped, steps_per_epoch + 1)  # dies inside the second epoch
+    stopped.setup = lambda: None
+    with pytest.raises(Interrupt):
+        stopped.fit()
+    saved = torch.load(tmp_path / "stopped" / "last" / "trainer_state.pt", weights_only=True)
+    assert saved["trainer"]["epoch"] == 1 and saved["trainer"]["step_in_epoch"] == 1
+
+    resumed = train(TrainConfig(**{**settings, "output": str(tmp_path / "stopped")}).validate(),
+                    resume=tmp_path / "stopped")
+    assert resumed["best"] == pytest.approx(reference["best"], abs=1e-6)
+    weights_a = load_file(tmp_path / "reference" / "last" / "model.safetensors")
+    weights_b = load_file(tmp_path / "stopped" / "last" / "model.safetensors")
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train_settings, tmp_path, monkeypatch):
+    import clipmg.train.trainer as trainer_module
+
+    trainer = make_trainer(tiny_train_settings, epochs=3)
+    original = trainer_module.contrastive_loss
+    calls = {"n": 0}
+
+    def loss_turning_nan(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("nan") if calls["n"] > trainer.steps_per_epoch else value
+
+    monkeypatch.setattr(trainer_module, "contrastive_loss", loss_turning_nan)
+    trainer.setup = lambda: None
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        trainer.fit()
+    state = torch.load(tmp_path / "run" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["trainer"]["epoch"] == 1
+    model, _ = load_checkpoint(tmp_path / "run" / "last")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_init_from_fine_tunes_with_fresh_optimizer(tiny_train_settings, tmp_path):
+    train(TrainConfig(**{**tiny_train_settings, "epochs": 1}).validate())
+    summary = train(TrainConfig(**{**tiny_train_settings, "epochs": 1, "init_from": str(tmp_path / "run" / "best"),
+                                   "output": str(tmp_path / "finetuned")}).validate())
+    assert summary["epochs_run"] == 1
+
+
+FIRST_STEP_SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    from clipmg.train import TrainConfig, Trainer
+    settings = json.loads(sys.argv[1])
+    trainer = Trainer(TrainConfig(**settings).validate())
+    trainer.setup()
+    batch = next(iter(trainer.train_loader))
+    torch.manual_seed(0)
+    loss = trainer.train_step(batch, torch.Generator().manual_seed(0))
+    if trainer.env.is_main:
+        print("LOSS", repr(loss.item()))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("contrast", ["batch", "classes"])
+def test_two_gloo_processes_match_one_process_first_step(tiny_train_settings, tmp_path, contrast):
+    script = tmp_path / "first_step.py"
+    script.write_text(FIRST_STEP_SCRIPT)
+    settings = {**tiny_train_settings, "model": "openclip:clipmg-tiny-vit", "contrast": contrast,
+                "device": "cpu", "batch_size": 4}
+    single = subprocess.run([sys.executable, str(script), json.dumps({**settings, "batch_size": 8,
+                                                                       "output": str(tmp_path / "one")})],
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                             str(script), json.dumps({**settings, "output": str(tmp_path / "two")})],
+                            capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+
+    def loss_of(output: str) -> float:
+        return float(next(line for line in output.splitlines() if line.startswith("LOSS")).split()[1])
+
+    assert loss_of(double.stdout) == pytest.approx(loss_of(single.stdout), rel=1e-5)
