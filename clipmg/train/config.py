@@ -89,6 +89,8 @@ class TrainConfig:
     save_every_steps: int | None = None
     tensorboard: bool = True
     hflip: bool = False
+    embed_every: int | None = field(default=None, metadata={"help": "projector of validation frames every N epochs"})
+    embed_max_images: int = 500
 
     def validate(self) -> TrainConfig:
         for name, allowed in CHOICES.items():
@@ -98,6 +100,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise DataError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("embed_every", "save_every_steps", "patience", "max_steps_per_epoch"):
+            value = getattr(self, name, None)
+            if value is not None and value < (0 if name == "patience" else 1):
+                raise DataError(f"config: {name} must be positive, got {value}")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
         return self

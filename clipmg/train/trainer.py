@@ -31,7 +31,7 @@ from clipmg.errors import DataError, TrainingError
 from clipmg.evaluate import compute_metrics
 from clipmg.losses import contrastive_loss
 from clipmg.models import create_model
-from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
+from clipmg.prompts import build_class_embeddings, load_prompt_set
 from clipmg.train import distributed as ddp
 from clipmg.train.config import TrainConfig, save_config
 from clipmg.train.optim import build_optimizer, build_scheduler
@@ -434,6 +434,7 @@ class Trainer:
         metrics = compute_metrics(logits, targets, clip_ids=self.val_df["video_id"].iloc[indices.numpy()].values,
                                   num_classes=len(self.classes.ids))
         metrics["loss"] = F.cross_entropy(logits, targets).item()
+        self.last_validation = (logits, targets)  # for the confusion image (clipmg.embed.log_confusion)
         if len(indices) < len(self.val_df):
             metrics["skipped_images"] = len(self.val_df) - len(indices)
         return metrics
@@ -479,6 +480,14 @@ class Trainer:
             self.writer.add_scalar(f"train/{key}", value, epoch + 1)
         for key, value in metrics.items():
             self.writer.add_scalar(f"val/{key}", value, epoch + 1)
+        from clipmg.embed import log_confusion, log_validation_projector
+
+        if getattr(self, "last_validation", None) is not None:
+            log_confusion(self.writer, *self.last_validation, self.classes.names, epoch + 1, class_ids=self.classes.ids)
+        if self.cfg.embed_every and (epoch + 1) % self.cfg.embed_every == 0:
+            log_validation_projector(self.writer, self.model, self.classes.ids, self.classes.names, self.prompt_set,
+                                     self.val_df, self.image_root, epoch + 1, max_images=self.cfg.embed_max_images,
+                                     seed=self.cfg.seed, workers=self.cfg.workers, preprocess=self.preprocess)
         self.writer.flush()
 
     def fit(self) -> dict:
