@@ -25,8 +25,10 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
-                    trainer_state: dict | None = None) -> Path:
-    """Write ``model``'s weights and ``config`` (plus trainer state) to ``folder`` atomically."""
+                    trainer_state: dict | None = None, extra_writers=()) -> Path:
+    """Write ``model``'s weights and ``config`` (plus trainer state) to ``folder`` atomically.
+    Each of ``extra_writers`` is called with the staging folder to add its own files (e.g. the
+    learned prompt context, ``prompt_learner.safetensors``)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
@@ -39,6 +41,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
         (staging / CONFIG).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
         if trainer_state is not None:
             torch.save(trainer_state, staging / TRAINER_STATE)
+        for write in extra_writers:
+            write(staging)
         _replace_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,7 +108,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     folder = resolve_checkpoint(path)
     config = read_checkpoint_config(folder)
     if not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}")
+        raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}: it was not fully written. Point "
+                              "--checkpoint at a run's best/ or last/ folder, or train one with `clipmg train`.")
     for key in ("model", "class_ids", "class_names"):
         if key not in config:
             raise CheckpointError(f"{folder / CONFIG} lacks '{key}'; was it written by clipmg?")

@@ -101,6 +101,19 @@ def cmd_evaluate(args) -> int:
     return evaluate_from_args(args)
 
 
+def cmd_embed(args) -> int:
+    from clipmg.embed import embed_from_args
+
+    return embed_from_args(args)
+
+
+def cmd_prompts(args) -> int:
+    from clipmg import prompt_experiments, prompt_learning
+
+    run = {"evaluate": prompt_experiments.evaluate_from_args, "learn": prompt_learning.learn_from_args}
+    return run[args.prompts_command](args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipmg", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
@@ -158,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a metadata file or split")
     add_evaluate_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from clipmg.embed import add_embed_arguments
+
+    p = sub.add_parser("embed", help="TensorBoard projector run and 2-D map of image and prompt embeddings")
+    add_embed_arguments(p)
+    p.set_defaults(func=cmd_embed)
+
+    from clipmg.prompt_experiments import add_evaluate_arguments as add_prompts_evaluate_arguments
+    from clipmg.prompt_learning import add_learn_arguments
+
+    p = sub.add_parser("prompts", help="prompt experiments: compare prompt sets, learn prompts (CoOp)")
+    prompts_sub = p.add_subparsers(dest="prompts_command", required=True)
+    add_prompts_evaluate_arguments(prompts_sub.add_parser(
+        "evaluate", help="evaluate several prompt sets on the same frames (table: CSV, Markdown, TensorBoard)"))
+    add_learn_arguments(prompts_sub.add_parser(
+        "learn", help="learn context vectors for a frozen open_clip model (CoOp); writes a checkpoint"))
+    p.set_defaults(func=cmd_prompts)
     return parser
 
 

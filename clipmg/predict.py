@@ -80,7 +80,7 @@ class Classifier:
         model, config = load_checkpoint(folder, device)
         class_ids = [int(i) for i in config["class_ids"]]
         names = class_names_for(class_ids, list(config["class_names"]), labels, folder)
-        prompt_set = load_prompt_set(prompts) if prompts else PromptSet.from_dict(config.get("prompts") or {})
+        prompt_set = load_prompt_set(prompts) if prompts else PromptSet.from_dict(config.get("prompts") or {}, folder)
         return cls.from_model(model, class_ids, names, prompt_set, preprocess=config.get("preprocess"),
                               config=config, checkpoint=folder)
 

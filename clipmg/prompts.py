@@ -3,10 +3,15 @@
 A prompt set is a list of templates with a ``{}`` slot for the class name, optionally with
 per-class descriptions. A class's embedding is the normalised mean of its templates' normalised
 embeddings (prompt ensembling).
+
+A *learned* prompt set (`LearnedPromptSet`, CoOp) holds instead N context vectors that are put
+in front of each class name's tokens; it is stored as ``prompt_learner.safetensors`` in a
+checkpoint folder and described in its config.json["prompts"] (``"type": "learned"``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +19,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from clipmg.errors import DataError
+from clipmg.errors import CheckpointError, DataError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+LEARNED_FILE = "prompt_learner.safetensors"
 
 
 @dataclass
@@ -33,13 +39,90 @@ class PromptSet:
         return {"name": self.name, "templates": list(self.templates), "descriptions": dict(self.descriptions)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> PromptSet:
+    def from_dict(cls, data: dict, folder: str | Path | None = None) -> PromptSet:
+        """The inverse of `to_dict`; a learned set (``"type": "learned"``) reads its context from
+        `folder` (the checkpoint folder holding its file)."""
+        if data.get("type") == "learned":
+            return LearnedPromptSet.from_dict(data, folder)
         return cls(name=data.get("name", "prompts"), templates=list(data.get("templates") or ["{}"]),
                    descriptions=dict(data.get("descriptions") or {}))
 
+    def subject(self, class_name: str, class_id: int | None = None) -> str:
+        """What fills the slot: the class's description if there is one, else its name."""
+        return self.descriptions.get(str(class_id)) or self.descriptions.get(class_name.strip().lower(), class_name)
+
     def texts_for(self, class_name: str, class_id: int | None = None) -> list[str]:
-        subject = self.descriptions.get(str(class_id)) or self.descriptions.get(class_name.strip().lower(), class_name)
+        subject = self.subject(class_name, class_id)
         return [template.format(subject) for template in self.templates]
+
+
+@dataclass(eq=False)
+class LearnedPromptSet(PromptSet):
+    """CoOp prompts: `context` (n_ctx, width) learned token embeddings put after the start token,
+    before the tokens of `class_template` filled with the class name (or description). Needs
+    an open_clip model whose token width is `width` (see clipmg.prompt_learning)."""
+
+    name: str = "learned"
+    templates: list[str] = field(default_factory=lambda: ["{}."])
+    context: torch.Tensor | None = None
+    init: str | None = None  # the phrase the context started from (None: small random vectors)
+    model: str | None = None  # the model it was learned with
+    file: str = LEARNED_FILE
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_templates(self.templates, f"learned prompt set {self.name}")
+        if len(self.templates) != 1:
+            raise DataError(f"learned prompt set {self.name}: one class template, got {len(self.templates)}")
+
+    @property
+    def class_template(self) -> str:
+        return self.templates[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return 0 if self.context is None else int(self.context.shape[0])
+
+    def to_dict(self) -> dict:
+        width = None if self.context is None else int(self.context.shape[1])
+        return {**super().to_dict(), "type": "learned", "file": self.file, "n_ctx": self.n_ctx, "width": width,
+                "init": self.init, "model": self.model}
+
+    @classmethod
+    def from_dict(cls, data: dict, folder: str | Path | None = None) -> LearnedPromptSet:
+        if folder is None:
+            raise CheckpointError(f"learned prompt set {data.get('name')!r}: its context lives in "
+                                  f"{data.get('file', LEARNED_FILE)} beside config.json; load it from the "
+                                  "checkpoint folder")
+        return cls.load(Path(folder) / data.get("file", LEARNED_FILE))
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        if self.context is None:
+            raise DataError(f"learned prompt set {self.name} has no context to save")
+        path = Path(path)
+        meta = {k: v for k, v in self.to_dict().items() if k != "file"}
+        save_file({"context": self.context.detach().float().contiguous().cpu()}, str(path),
+                  metadata={"clipmg_prompts": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedPromptSet:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"learned prompt context {path} is missing (config.json names it)")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {}).get("clipmg_prompts", "{}"))
+                context = handle.get_tensor("context")
+        except Exception as error:  # safetensors raises its own types for damaged files
+            raise CheckpointError(f"cannot read learned prompts {path}: {error}") from error
+        return cls(name=meta.get("name", "learned"), templates=list(meta.get("templates") or ["{}."]),
+                   descriptions=dict(meta.get("descriptions") or {}), context=context, init=meta.get("init"),
+                   model=meta.get("model"), file=path.name)
 
 
 def _check_templates(templates: list, source: str) -> list[str]:
@@ -56,6 +139,15 @@ def load_prompt_set(source: str | Path | None) -> PromptSet:
     if source is None or source == "classnames":
         return PromptSet()
     path = Path(source)
+    if path.is_dir():  # a checkpoint folder: its learned context, else the set it stores
+        if (path / LEARNED_FILE).is_file():
+            return LearnedPromptSet.load(path / LEARNED_FILE)
+        if (path / "config.json").is_file():
+            return PromptSet.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8"))
+                                       .get("prompts") or {}, folder=path)
+        raise DataError(f"prompt set {path} is a folder without {LEARNED_FILE} or config.json")
+    if path.suffix == ".safetensors" and path.is_file():
+        return LearnedPromptSet.load(path)
     if not path.exists():
         for suffix in (".yaml", ".yml", ".txt"):
             candidate = PROMPTS_DIR / f"{source}{suffix}"
@@ -83,6 +175,11 @@ def build_class_embeddings(model, class_names: list[str], prompt_set: PromptSet 
     """(C, D) normalised class embeddings: the mean of each class's normalised template embeddings."""
     prompt_set = prompt_set or PromptSet()
     class_ids = class_ids or [None] * len(class_names)
+    if isinstance(prompt_set, LearnedPromptSet):
+        from clipmg.prompt_learning import PromptLearner
+
+        learner = PromptLearner.from_prompt_set(model, prompt_set)
+        return learner(model, class_names, class_ids)
     texts = [text for name, cid in zip(class_names, class_ids) for text in prompt_set.texts_for(name, cid)]
     chunks = [model.encode_text(texts[i:i + batch_size], normalize=True) for i in range(0, len(texts), batch_size)]
     per_template = torch.cat(chunks).view(len(class_names), len(prompt_set.templates), -1)

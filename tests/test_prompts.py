@@ -56,3 +56,67 @@ def test_ensemble_is_normalised_mean_of_normalised_template_embeddings():
     for row, name in zip(got, classes):
         per_template = model.encode_text(prompts.texts_for(name))
         torch.testing.assert_close(row, F.normalize(per_template.mean(0), dim=0))
+
+
+def test_templates_are_filled_with_cleaned_names_and_ids_never_change(tmp_path):
+    from clipmg.data import load_labels
+
+    labels = tmp_path / "Clip_label.csv"
+    labels.write_bytes("\ufeffid,name\r\n16, scraching  back \r\n18,Dustoff clothes\r\n3,Touch Hat\r\n".encode())
+    table = load_labels(labels)
+    assert list(table) == [3, 16, 18]
+    prompts = load_prompt_set("photo")
+    texts = [prompts.texts_for(name, cid)[0] for cid, name in table.items()]
+    assert texts == ["a photo of a person Touch hat.", "a photo of a person Scratching back.",
+                     "a photo of a person Dust off clothes."]
+    described = load_prompt_set("descriptions")
+    assert described.texts_for(table[16], 16) == ["a person reaching behind to scratch the back."]
+
+
+# ------------------------------------------------------------------------ learned prompt sets
+def test_learned_prompt_set_round_trips_through_its_file(tmp_path):
+    from clipmg.errors import CheckpointError
+    from clipmg.prompts import LEARNED_FILE, LearnedPromptSet
+
+    context = torch.randn(4, 8)
+    learned = LearnedPromptSet(context=context, init=None, model="openclip:clipmg-tiny",
+                               descriptions={1: "turtle neck"})
+    learned.save(tmp_path / LEARNED_FILE)
+    (tmp_path / "config.json").write_text('{"prompts": ' + __import__("json").dumps(learned.to_dict()) + "}")
+    for loaded in (PromptSet.from_dict(learned.to_dict(), folder=tmp_path), load_prompt_set(tmp_path),
+                   load_prompt_set(tmp_path / LEARNED_FILE)):
+        assert isinstance(loaded, LearnedPromptSet)
+        assert torch.equal(loaded.context, context)
+        assert loaded.to_dict() == learned.to_dict()
+    with pytest.raises(CheckpointError, match="checkpoint folder"):
+        PromptSet.from_dict(learned.to_dict())
+    (tmp_path / LEARNED_FILE).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        PromptSet.from_dict(learned.to_dict(), folder=tmp_path)
+
+
+# ------------------------------------------------------------ training: random_template
+def test_random_template_draws_one_template_per_class_per_step(tiny_train_settings):
+    from clipmg.train import TrainConfig, Trainer
+
+    for contrast in ("classes", "batch"):
+        trainer = Trainer(TrainConfig(**{**tiny_train_settings, "prompts": "photo", "contrast": contrast,
+                                         "text_source": "random_template"}).validate())
+        trainer.setup()
+        templates = load_prompt_set("photo").templates
+        names, ids = trainer.classes.names, trainer.classes.ids
+        batch = next(iter(trainer.train_loader))
+        drawn = set()
+        for seed in range(12):
+            texts, text_labels, columns = trainer._texts_for_step(trainer.sample_text[batch["index"]],
+                                                                  torch.Generator().manual_seed(seed))
+            for text, label in zip(texts, text_labels.tolist()):
+                assert text in [t.format(names[label]) for t in templates]
+                drawn.add(text)
+            labels = trainer.train_targets[batch["index"]]
+            assert torch.equal(text_labels[columns], labels)  # each sample's column has its class
+            if contrast == "classes":
+                assert text_labels.tolist() == list(range(len(ids)))
+        assert len(drawn) > len(names)  # several templates per class over the steps
+        loss = trainer.train_step(batch, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)

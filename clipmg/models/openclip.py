@@ -275,3 +275,53 @@ class OpenClipModel(ContrastiveModel):
             texts = [texts]
         tokens = self.tokenizer(list(texts)).to(self.device)
         return self.clip.encode_text(tokens, normalize=normalize)
+
+    # --- learned prompts (clipmg.prompt_learning) ----------------------------------------------
+
+    def _text_tower(self):
+        """The module holding open_clip's text parts: the CLIP itself, or `clip.text` (CustomTextCLIP)."""
+        tower = self.clip if hasattr(self.clip, "token_embedding") else getattr(self.clip, "text", None)
+        if tower is None or not hasattr(tower, "token_embedding") or getattr(tower, "cls_emb", None) is not None \
+                or getattr(tower, "use_pad_mask", False):
+            raise ModelError(f"learned prompts need an open_clip CLIP-style text transformer; "
+                             f"{self.model_config.get('name')} has another text tower")
+        return tower
+
+    @property
+    def token_embedding(self) -> torch.nn.Embedding:
+        return self._text_tower().token_embedding
+
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Where each tokenised text's end-of-text token is (the position open_clip pools)."""
+        tower = self._text_tower()
+        eos = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        if pool == "eos" and eos is not None:
+            return (tokens == eos).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)
+
+    def encode_text_embeddings(self, token_embeddings: torch.Tensor, eot_positions: torch.Tensor,
+                               normalize: bool = True) -> torch.Tensor:
+        """open_clip's encode_text from token embeddings (N, L, width) instead of token ids:
+        positional embedding, causal transformer, final norm, pooling at `eot_positions`,
+        projection. `encode_text_embeddings(token_embedding(t), eot_positions(t))` equals
+        `clip.encode_text(t)`."""
+        tower = self._text_tower()
+        cast_dtype = tower.transformer.get_cast_dtype()
+        length = token_embeddings.shape[1]
+        x = token_embeddings.to(cast_dtype) + tower.positional_embedding[:length].to(cast_dtype)
+        attn_mask = tower.attn_mask
+        if attn_mask is not None:
+            attn_mask = attn_mask[:length, :length]
+        x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        if pool == "first":
+            x = x[:, 0]
+        elif pool == "last":
+            x = x[:, -1]
+        else:
+            x = x[torch.arange(x.shape[0], device=x.device), eot_positions.to(x.device)]
+        projection = tower.text_projection
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Module) else x @ projection
+        return torch.nn.functional.normalize(x, dim=-1) if normalize else x
