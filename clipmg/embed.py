@@ -38,7 +38,6 @@ from clipmg.predict import (
     UNREADABLE,
     Classifier,
     ImageListDataset,
-    _threads_beside_workers,
     collate_images,
     default_workers,
     image_problem,
@@ -46,7 +45,7 @@ from clipmg.predict import (
     training_image_roots,
 )
 from clipmg.prompts import PromptSet, load_prompt_set
-from clipmg.utils import logger, progress
+from clipmg.utils import logger, progress, threads_beside_workers
 
 DEFAULT_MAX_IMAGES = 2000
 DEFAULT_THUMB_SIZE = 64
@@ -220,7 +219,7 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
                         collate_fn=collate_with_thumbnails, pin_memory=classifier.device.type == "cuda",
                         generator=torch.Generator())  # leaves the global RNG (training's) alone
     features, positions, thumbs, skipped = [], [], [], []
-    with _threads_beside_workers(classifier.device, workers), progress(total=n, desc=desc, unit="img") as bar:
+    with threads_beside_workers(classifier.device, workers), progress(total=n, desc=desc, unit="img") as bar:
         for batch in loader:
             for index, state, error in batch["bad"]:
                 message = image_problem(state, str(paths[index]), int(rows[index]), source, roots, error, column)

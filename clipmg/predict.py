@@ -31,7 +31,7 @@ from clipmg.data.labels import name_key
 from clipmg.errors import DataError, ImageError, ModelError
 from clipmg.evaluate import metrics_summary_lines, per_class_lines, write_report
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
-from clipmg.utils import logger, progress, resolve_device
+from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
 
 DEFAULT_CHECKPOINT = "checkpoints/best"
 DEFAULT_BATCH_SIZE = 64
@@ -242,7 +242,7 @@ def score_images(classifier: Classifier, paths: Sequence[str], rows: Sequence[in
     logits = torch.full((n, classifier.num_classes), float("nan"), dtype=torch.float32)
     status = np.full(n, OK, dtype=object)
     reasons: list[tuple[int, str, str]] = []
-    with _threads_beside_workers(classifier.device, workers):
+    with threads_beside_workers(classifier.device, workers):
         for batch in loader:
             _take_batch(batch, classifier, logits, status, reasons, paths, rows, roots, source, column,
                         skip_missing)
@@ -262,23 +262,6 @@ def _take_batch(batch, classifier, logits, status, reasons, paths, rows, roots, 
         reasons.append((index, state, message))
     if batch["images"] is not None:
         logits[batch["indices"]] = classifier.logits(batch["images"])
-
-
-@contextlib.contextmanager
-def _threads_beside_workers(device: torch.device, workers: int):
-    """On the CPU, leave a core to each decoding worker: with more busy threads than cores,
-    the model's OpenMP threads wait on each other (here 2 threads beside 2 workers ran ~10x
-    slower than 1)."""
-    before = torch.get_num_threads()
-    wanted = max(1, min(before, (os.cpu_count() or 1) - workers))
-    if device.type != "cpu" or workers == 0 or wanted == before:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def image_roots(csv_path: Path | None, image_root: str | os.PathLike | None, config: dict) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -55,3 +56,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def threads_beside_workers(device: torch.device, workers: int):
+    """On the CPU, leave a core to each decoding worker: with more busy threads than cores,
+    the model's OpenMP threads wait on each other (here 2 threads beside 2 workers ran ~10x
+    slower than 1)."""
+    before = torch.get_num_threads()
+    wanted = max(1, min(before, (os.cpu_count() or 1) - workers))
+    if device.type != "cpu" or workers == 0 or wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

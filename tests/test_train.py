@@ -31,7 +31,7 @@ def test_loss_falls_when_fitting_one_batch(tiny_train_settings, loss, contrast):
     batch = next(iter(trainer.train_loader))
     trainer.model.train()
     losses = []
-    for step in range(25):
+    for step in range(15):
         loss_value = trainer.train_step(batch, torch.Generator().manual_seed(step))
         loss_value.backward()
         trainer._optimizer_step()

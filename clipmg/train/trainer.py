@@ -35,7 +35,7 @@ from clipmg.prompts import build_class_embeddings, load_prompt_set
 from clipmg.train import distributed as ddp
 from clipmg.train.config import TrainConfig, save_config
 from clipmg.train.optim import build_optimizer, build_scheduler
-from clipmg.utils import logger, progress, resolve_device
+from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -491,6 +491,10 @@ class Trainer:
         self.writer.flush()
 
     def fit(self) -> dict:
+        with threads_beside_workers(self.device, self.cfg.workers):
+            return self._fit()
+
+    def _fit(self) -> dict:
         self.setup()
         try:
             for epoch in range(self.state["epoch"], self.cfg.epochs):
