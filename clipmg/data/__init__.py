@@ -1,0 +1,56 @@
+"""Data layer: metadata, labels, images, transforms, datasets, samplers, splits, checks, demo."""
+
+from clipmg.data.check import CheckReport, check_dataset
+from clipmg.data.dataset import FrameDataset, collate_frames
+from clipmg.data.demo import IMIGUE_RAW_CLASS_NAMES, make_demo_data
+from clipmg.data.images import load_image, verify_image
+from clipmg.data.labels import caption_lookup, class_index_map, clean_class_name, load_labels
+from clipmg.data.metadata import (
+    STANDARD_COLUMNS,
+    Columns,
+    default_image_root,
+    parse_metadata,
+    read_metadata,
+)
+from clipmg.data.samplers import balanced_sample_weights, class_counts, make_class_balanced_sampler
+from clipmg.data.splits import Split, read_split, split_dataset, subset, write_split
+from clipmg.data.transforms import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ImageTransform,
+    create_transform,
+    transform_for_model,
+)
+
+__all__ = [
+    "IMIGUE_RAW_CLASS_NAMES",
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "STANDARD_COLUMNS",
+    "CheckReport",
+    "Columns",
+    "FrameDataset",
+    "ImageTransform",
+    "Split",
+    "balanced_sample_weights",
+    "caption_lookup",
+    "check_dataset",
+    "class_counts",
+    "class_index_map",
+    "clean_class_name",
+    "collate_frames",
+    "create_transform",
+    "default_image_root",
+    "load_image",
+    "load_labels",
+    "make_class_balanced_sampler",
+    "make_demo_data",
+    "parse_metadata",
+    "read_metadata",
+    "read_split",
+    "split_dataset",
+    "subset",
+    "transform_for_model",
+    "verify_image",
+    "write_split",
+]

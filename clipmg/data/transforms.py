@@ -1,0 +1,145 @@
+"""Image transforms (albumentations): uint8 (H, W, 3) array in, float32 tensor (3, S, S) out.
+
+Evaluation matches CLIP / open_clip preprocessing: resize the shorter side to S, center
+crop S x S, normalise. Training takes random crops of 60-100% of the central part of the
+frame, jitters colours, rotates a little and optionally flips.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+TRAIN_CROP_SCALE = (0.6, 1.0)
+TRAIN_CROP_RATIO = (0.8, 1.25)
+MAX_ROTATION_DEGREES = 10
+
+
+class ImageTransform:
+    """A picklable callable around an albumentations pipeline.
+
+    `decode_size` is the shorter side the input needs for full quality; pass it to
+    `load_image(path, max_size=...)` to decode large JPEGs faster.
+    """
+
+    def __init__(self, pipeline: A.Compose, image_size: tuple[int, int], decode_size: int):
+        self.pipeline = pipeline
+        self.image_size = image_size
+        self.decode_size = decode_size
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.pipeline(image=image)["image"]
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(image_size={self.image_size}, pipeline={self.pipeline})"
+
+
+class CenterCropToAspect(A.ImageOnlyTransform):
+    """Crop the long side of an image so that its aspect ratio is at most `max_aspect`.
+
+    RandomResizedCrop with near-square ratios cannot place a crop of 60-100% of the area on
+    a 16:9 frame and silently falls back to one fixed center crop; this keeps it random.
+    """
+
+    def __init__(self, max_aspect: float = TRAIN_CROP_RATIO[1], p: float = 1.0):
+        super().__init__(p=p)
+        self.max_aspect = max_aspect
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        height, width = img.shape[:2]
+        if width > height * self.max_aspect:
+            keep = round(height * self.max_aspect)
+            left = (width - keep) // 2
+            return img[:, left : left + keep]
+        if height > width * self.max_aspect:
+            keep = round(width * self.max_aspect)
+            top = (height - keep) // 2
+            return img[top : top + keep]
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("max_aspect",)
+
+
+def create_transform(
+    image_size: int | Sequence[int],
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
+    train: bool = False,
+    hflip: bool = False,
+) -> ImageTransform:
+    """The preprocessing for a model with input `image_size` (an int, or (height, width))."""
+    height, width = _size_pair(image_size)
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    steps = _train_steps(height, width, mean, hflip) if train else _eval_steps(height, width)
+    pipeline = A.Compose(
+        [*steps, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    )
+    decode_size = max(height, width)
+    if train:
+        decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
+    return ImageTransform(pipeline, (height, width), decode_size)
+
+
+def transform_for_model(
+    preprocess_config: Mapping, train: bool = False, hflip: bool = False
+) -> ImageTransform:
+    """`create_transform` from a model's `preprocess_config` (`image_size`, `mean`, `std`)."""
+    return create_transform(
+        preprocess_config["image_size"],
+        preprocess_config.get("mean", OPENAI_CLIP_MEAN),
+        preprocess_config.get("std", OPENAI_CLIP_STD),
+        train=train,
+        hflip=hflip,
+    )
+
+
+def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
+def _eval_steps(height: int, width: int) -> list:
+    return [
+        # INTER_AREA when shrinking, bicubic when enlarging: close to CLIP's antialiased bicubic.
+        A.SmallestMaxSize(
+            max_size=max(height, width), interpolation=cv2.INTER_CUBIC, area_for_downscale="image"
+        ),
+        A.CenterCrop(height=height, width=width),
+    ]
+
+
+def _train_steps(height: int, width: int, mean: tuple[float, ...], hflip: bool) -> list:
+    fill = tuple(round(m * 255) for m in mean)  # becomes 0 after normalisation
+    steps = [
+        CenterCropToAspect(TRAIN_CROP_RATIO[1]),
+        A.RandomResizedCrop(
+            size=(height, width),
+            scale=TRAIN_CROP_SCALE,
+            ratio=TRAIN_CROP_RATIO,
+            interpolation=cv2.INTER_CUBIC,
+            area_for_downscale="image",
+        ),
+        A.Affine(
+            rotate=(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES),
+            translate_percent=(-0.05, 0.05),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=fill,
+            p=0.5,
+        ),
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
+    ]
+    if hflip:
+        steps.append(A.HorizontalFlip(p=0.5))
+    return steps

@@ -1,0 +1,138 @@
+"""The demo data generator writes the real iMiGUE layout, readable by the data layer."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import openpyxl
+import pytest
+from PIL import Image
+
+from clipmg.data import (
+    IMIGUE_RAW_CLASS_NAMES,
+    check_dataset,
+    default_image_root,
+    load_labels,
+    make_demo_data,
+    read_metadata,
+    split_dataset,
+)
+from clipmg.data.demo import POSES, clips_per_class
+from clipmg.errors import DataError
+
+SMALL = dict(classes=4, clips=8, frames_per_clip=2, size=64)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, make_demo_data(out, seed=0, **SMALL)
+
+
+def test_layout_and_returned_summary(demo):
+    out, info = demo
+    assert (out / "Clip_label.csv").is_file()
+    assert (out / "training" / "train.xlsx").is_file()
+    assert info["metadata"] == str(out / "training" / "train.xlsx")
+    assert info["frames"] == 16 and info["clips"] == 8 and info["classes"] == 4
+    assert info["class_clips"] == {1: 2, 2: 2, 3: 2, 4: 2}
+    assert info["frames_per_second"] > 0
+    images = sorted(
+        p.relative_to(out / "training").as_posix() for p in (out / "training").rglob("*.jpg")
+    )
+    assert len(images) == 16
+    assert all(p.split("/")[0] in {"1", "2", "3", "4"} for p in images)
+
+
+def test_labels_file_is_the_real_quirky_one(demo):
+    out, _ = demo
+    raw = (out / "Clip_label.csv").read_bytes()
+    assert (
+        raw.startswith(b"id,name\r\n1,Turtle neck\r\n")
+        and b"4,Touching or scratching head \r\n" in raw
+    )
+    assert load_labels(out / "Clip_label.csv")[3] == "Touch hat"
+
+
+def test_metadata_sheet_has_the_real_columns_and_captions(demo):
+    out, _ = demo
+    sheet = openpyxl.load_workbook(out / "training" / "train.xlsx").worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == ("Path", "Class", "Video ID", "Frame ID", "Caption")
+    assert len(rows) == 17
+    for path, class_id, clip, frame, caption in rows[1:]:
+        assert path == f"{class_id}/{clip}.{frame}.jpg"
+        assert caption == IMIGUE_RAW_CLASS_NAMES[class_id - 1]
+        assert clip >= 1000 and frame in (0, 1)
+    assert any(caption.endswith(" ") for *_, caption in rows[1:])
+
+
+def test_read_metadata_and_check_pass(demo):
+    out, _ = demo
+    metadata = out / "training" / "train.xlsx"
+    assert default_image_root(metadata) == (out / "training").resolve()
+    df = read_metadata(metadata, out / "Clip_label.csv")
+    assert len(df) == 16 and df["video_id"].nunique() == 8
+    assert all(frames == [0, 1] for frames in df.groupby("video_id")["frame_id"].apply(sorted))
+    report = check_dataset(metadata, out / "Clip_label.csv")
+    assert report.ok, report.to_text()
+    assert report.missing_images == [] and report.unreadable_images == []
+    assert split_dataset(df).report["leakage"] == 0.0
+
+
+def test_images_are_rgb_of_the_asked_size(demo):
+    out, _ = demo
+    image = Image.open(next((out / "training" / "1").glob("*.jpg")))
+    assert image.format == "JPEG" and image.mode == "RGB" and image.size == (64, 64)
+
+
+def file_digests(folder):
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*.jpg")
+    }
+
+
+def test_deterministic_given_seed(tmp_path, demo):
+    out, _ = demo
+    make_demo_data(tmp_path / "again", seed=0, **SMALL)
+    assert file_digests(tmp_path / "again" / "training") == file_digests(out / "training")
+    make_demo_data(tmp_path / "other", seed=1, **SMALL)
+    assert file_digests(tmp_path / "other" / "training") != file_digests(out / "training")
+
+
+def test_frames_of_a_clip_are_near_duplicates_and_clips_differ(demo):
+    out, _ = demo
+    df = read_metadata(out / "training" / "train.xlsx")
+    root = out / "training"
+
+    def pixels(path):
+        return np.asarray(Image.open(root / path), dtype=np.float32)
+
+    first, second = df.iloc[0], df.iloc[1]
+    assert first["video_id"] == second["video_id"]
+    other = df[df["video_id"] != first["video_id"]].iloc[0]
+    within = np.abs(pixels(first["path"]) - pixels(second["path"])).mean()
+    between = np.abs(pixels(first["path"]) - pixels(other["path"])).mean()
+    assert within < between / 2
+
+
+def test_every_class_has_a_pose_and_clip_counts_are_zipf_like():
+    assert sorted(POSES) == list(range(1, 33))
+    counts = clips_per_class(12, 240, np.random.default_rng(0))
+    assert counts.sum() == 240 and counts.min() >= 2 and counts.max() > 3 * counts.min()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(classes=33), "classes must be 1..32"),
+        (dict(classes=4, clips=7), "at least 2 clips per class"),
+        (dict(frames_per_clip=0), "frames_per_clip"),
+        (dict(image_format="gif"), "image_format"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(DataError, match=message):
+        make_demo_data(tmp_path, **kwargs)
