@@ -502,27 +502,6 @@ def log_validation_projector(writer, model, class_ids: Sequence[int], class_name
 
 
 # ------------------------------------------------------------------------- the command
-def read_frames(metadata: str | os.PathLike, label_table: dict[int, str], split: str | os.PathLike | None = None,
-                subset: str = "val", columns: cdata.Columns | None = None) -> tuple[pd.DataFrame, Path]:
-    """The frames of `metadata`, or of `split`'s `subset` ("train", "val" or "all"), as
-    `clipmg evaluate` reads them."""
-    columns = columns or cdata.Columns()
-    source = Path(split) if split is not None else Path(metadata)
-    if split is None:
-        frames = cdata.read_metadata(source, labels=label_table, columns=columns)
-    else:
-        frames = cdata.read_split(source, labels=label_table, columns=columns)
-        if subset != "all":
-            known = sorted(set(frames["split"]))
-            frames = frames[frames["split"] == subset].reset_index(drop=True)
-            if frames.empty:
-                raise DataError(f"{source} has no {subset!r} frames (its split column holds "
-                                f"{', '.join(known) or 'nothing'})")
-    if frames.empty:
-        raise DataError(f"{source} has no frames to embed")
-    return frames, source
-
-
 def embed_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLike, logdir: str | os.PathLike,
                      labels=None, split: str | os.PathLike | None = None, subset: str = "val",
                      max_images: int | None = DEFAULT_MAX_IMAGES, per_class: int | None = None, seed: int = 0,
@@ -550,7 +529,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLike,
     classifier = classifier or Classifier.from_checkpoint(checkpoint, device=device, labels=labels, prompts=prompts)
     config = classifier.config
     prompt_set = load_prompt_set(prompts) if prompts else stored_prompt_set(config)
-    frames, source = read_frames(metadata, dict(zip(classifier.class_ids, classifier.class_names)), split, subset,
+    frames, source = cdata.select_frames(metadata, dict(zip(classifier.class_ids, classifier.class_names)), split, subset,
                                  columns)
     sample = sample_frames(frames, max_images=max_images, per_class=per_class, seed=seed)
     roots = [Path(image_root)] if image_root is not None else list(dict.fromkeys(

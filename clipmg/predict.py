@@ -601,19 +601,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLi
     columns = columns or cdata.Columns()
     classifier = classifier or Classifier.from_checkpoint(checkpoint, device=device, labels=labels, prompts=prompts)
     label_table = dict(zip(classifier.class_ids, classifier.class_names))
-    source = Path(split) if split is not None else Path(metadata)
-    if split is None:
-        frames = cdata.read_metadata(source, labels=label_table, columns=columns)
-    else:
-        frames = cdata.read_split(source, labels=label_table, columns=columns)
-        if subset != "all":
-            known = sorted(set(frames["split"]))
-            frames = frames[frames["split"] == subset].reset_index(drop=True)
-            if frames.empty:
-                raise DataError(f"{source} has no {subset!r} frames (its split column holds "
-                                f"{', '.join(known) or 'nothing'})")
-    if frames.empty:
-        raise DataError(f"{source} has no frames to evaluate")
+    frames, source = cdata.select_frames(metadata, label_table, split, subset, columns)
     roots = [Path(image_root)] if image_root is not None else list(dict.fromkeys(
         [Path(cdata.default_image_root(metadata)), *training_image_roots(classifier.config)]))
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}

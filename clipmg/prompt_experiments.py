@@ -102,27 +102,6 @@ def freeze_all(model: torch.nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- the frames
-def select_frames(metadata: str | os.PathLike, class_table: dict[int, str], split=None, subset: str = "val",
-                  columns: cdata.Columns | None = None) -> tuple[pd.DataFrame, Path]:
-    """The frames of `metadata`, or of `split`'s `subset` ("train", "val" or "all"), as
-    `clipmg evaluate` selects them. Returns (frames, the file they came from)."""
-    columns = columns or cdata.Columns()
-    source = Path(split) if split is not None else Path(metadata)
-    if split is None:
-        frames = cdata.read_metadata(source, labels=class_table, columns=columns)
-    else:
-        frames = cdata.read_split(source, labels=class_table, columns=columns)
-        if subset != "all":
-            known = sorted(set(frames["split"]))
-            frames = frames[frames["split"] == subset].reset_index(drop=True)
-            if frames.empty:
-                raise DataError(f"{source} has no {subset!r} frames (its split column holds "
-                                f"{', '.join(known) or 'nothing'})")
-    if frames.empty:
-        raise DataError(f"{source} has no frames")
-    return frames.reset_index(drop=True), source
-
-
 def default_roots(metadata, base: BaseModel, image_root=None) -> list[Path]:
     if image_root is not None:
         return [Path(image_root)]
@@ -230,7 +209,7 @@ def evaluate_prompt_sets(prompts: Sequence[str], metadata: str | os.PathLike, *,
     columns = columns or cdata.Columns()
     base = base or load_base_model(checkpoint, model, pretrained, labels, device)
     sets = resolve_prompt_sets(prompts, base)  # fail on a bad set before decoding any image
-    frames, source = select_frames(metadata, dict(zip(base.class_ids, base.class_names)), split, subset, columns)
+    frames, source = cdata.select_frames(metadata, dict(zip(base.class_ids, base.class_names)), split, subset, columns)
     encoded = encode_frames(base, frames, default_roots(metadata, base, image_root), source=str(source),
                             column=columns.path, batch_size=batch_size, workers=workers, skip_missing=skip_missing)
     rows, details = [], {}

@@ -13,7 +13,7 @@ from clipmg.data.metadata import (
     read_metadata,
 )
 from clipmg.data.samplers import balanced_sample_weights, class_counts, make_class_balanced_sampler
-from clipmg.data.splits import Split, read_split, split_dataset, subset, write_split
+from clipmg.data.splits import Split, read_split, select_frames, split_dataset, subset, write_split
 from clipmg.data.transforms import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -48,6 +48,7 @@ __all__ = [
     "parse_metadata",
     "read_metadata",
     "read_split",
+    "select_frames",
     "split_dataset",
     "subset",
     "transform_for_model",

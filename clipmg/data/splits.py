@@ -254,3 +254,24 @@ def subset(
     if "split" not in df.columns:
         raise DataError("this metadata has no 'split' column; pass the Split, or a split CSV")
     return df[df["split"] == which].reset_index(drop=True)
+
+
+def select_frames(metadata: str | os.PathLike, labels=None, split: str | os.PathLike | None = None,
+                  subset: str = "val", columns: Columns | None = None) -> tuple[pd.DataFrame, Path]:
+    """The frames of `metadata`, or of `split`'s `subset` ("train", "val" or "all"): what
+    evaluate, embed and prompt experiments run on. Returns (frames, the file they came from)."""
+    columns = columns or Columns()
+    source = Path(split) if split is not None else Path(metadata)
+    if split is None:
+        frames = read_metadata(source, labels, columns)
+    else:
+        frames = read_split(source, labels, columns)
+        if subset != "all":
+            known = sorted(set(frames["split"]))
+            frames = frames[frames["split"] == subset]
+            if frames.empty:
+                raise DataError(f"{source} has no {subset!r} frames (its split column holds "
+                                f"{', '.join(known) or 'nothing'})")
+    if frames.empty:
+        raise DataError(f"{source} has no frames")
+    return frames.reset_index(drop=True), source
