@@ -47,7 +47,7 @@ def cmd_split(args) -> int:
     frames = read_metadata(args.metadata, labels=labels, columns=_columns(args))
     split = split_dataset(frames, by=args.by, val_fraction=args.val_fraction, seed=args.seed,
                           subject_column=args.subject_column)
-    written = write_split(split, frames, args.out)
+    _, report_json = write_split(split, frames, args.out)
     report = split.report
     print(f"split by {args.by}: {report['rows_train']} training / {report['rows_val']} validation frames, "
           f"{report['classes_val']} classes in validation")
@@ -57,7 +57,7 @@ def cmd_split(args) -> int:
     for key in ("single_clip_classes", "classes_missing_from_val"):
         if report.get(key):
             print(f"{key.replace('_', ' ')}: {report[key]}")
-    print(f"wrote {args.out} and {written.get('report', 'split.json') if isinstance(written, dict) else 'split.json'}")
+    print(f"wrote {args.out} and {report_json}")
     return 0
 
 

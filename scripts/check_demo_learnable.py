@@ -1,10 +1,11 @@
 """Is the demo data learnable? Train a small CNN from scratch on a clip-grouped split.
 
-    .venv/bin/python scripts/check_demo_learnable.py [--classes 12] [--epochs 8] [--size 96]
+    .venv/bin/python scripts/check_demo_learnable.py [--classes 12] [--epochs 12] [--size 64]
 
-Generates the default demo set in a temporary folder, splits it by clip, trains timm's
-resnet18 (no pretrained weights) and prints validation top-1 and timings. Not a test: it
-takes about a minute on a laptop CPU.
+Generates the default demo set (12 classes, 240 clips of 4 frames, 112 px) in a temporary
+folder, splits it by clip, trains timm's resnet18 from scratch at 64 px and prints validation
+top-1 and timings. Not a test: about a minute on two idle CPU cores, where it reached
+0.82 and 0.84 top-1 (seeds 0 and 1; chance 0.08).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=240)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=112, help="demo image size")
-    parser.add_argument("--size", type=int, default=96, help="network input size")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="network input size")
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)

@@ -119,14 +119,14 @@ POSES: dict[int, Pose] = {
     5: Pose(
         right=Arm(("shoulder", 0.07, -0.01), ("head", -0.005, -0.055), hand_scale=1.2)
     ),  # forehead
-    6: _both(Arm(("shoulder", 0.06, 0.17), ("head", 0.03, 0.0), hand_scale=1.6)),  # cover face
+    6: _both(Arm(("shoulder", 0.07, 0.17), ("head", 0.03, 0.0), hand_scale=1.8)),  # cover face
     7: Pose(
         right=Arm(("neck", 0.09, 0.22), ("head", 0.03, -0.012), hand_scale=0.85), motion=0.01
     ),  # eyes
     8: Pose(right=Arm(("shoulder", 0.12, 0.16), ("head", 0.06, 0.03)), motion=0.01),  # facial parts
     9: Pose(right=Arm(("shoulder", 0.18, -0.02), ("head", 0.085, 0.0))),  # touching ears
-    10: Pose(right=Arm(("neck", 0.0, 0.24), ("head", 0.0, 0.05), hand_scale=0.8)),  # biting nails
-    11: Pose(right=Arm(("shoulder", 0.04, 0.25), ("head", 0.06, 0.075))),  # touching jaw
+    10: Pose(right=Arm(("neck", -0.06, 0.26), ("head", 0.0, 0.05), hand_scale=0.8)),  # biting nails
+    11: Pose(right=Arm(("shoulder", -0.02, 0.27), ("head", 0.02, 0.10))),  # touching jaw
     12: Pose(right=Arm(("shoulder", 0.20, 0.08), ("head", 0.05, 0.13)), motion=0.01),  # neck
     13: _both(Arm(("shoulder", 0.12, -0.16), ("head", 0.075, -0.06))),  # adjusting hair
     14: _both(Arm(("shoulder", 0.04, 0.19), ("neck", 0.035, -0.005))),  # collar or tie
@@ -154,36 +154,13 @@ POSES: dict[int, Pose] = {
     ),
 }
 
-# Palettes of typical press-conference colours keep the look varied but not so varied that a
-# small network learns the clips instead of the poses.
-WALL_COLOURS = (
-    (30, 40, 90),
-    (230, 230, 232),
-    (95, 95, 100),
-    (25, 25, 30),
-    (150, 30, 40),
-    (40, 90, 60),
-)
-SHIRT_COLOURS = (
-    (20, 30, 70),
-    (240, 240, 240),
-    (25, 25, 25),
-    (200, 30, 30),
-    (40, 90, 200),
-    (120, 120, 120),
-    (30, 120, 60),
-    (230, 200, 40),
-    (120, 60, 160),
-    (240, 130, 30),
-)
-SKIN_TONES = (
-    (241, 194, 167),
-    (224, 172, 105),
-    (198, 134, 66),
-    (141, 85, 36),
-    (255, 219, 172),
-    (180, 120, 80),
-)
+# Small palettes of typical press-conference colours (kit shirts, sponsor walls). Colour is
+# the nuisance a small network latches onto: with ten shirt colours, six walls and six skin
+# tones a small CNN learnt the clips rather than the poses (clip-grouped top-1 0.56 against
+# 0.84 with these palettes, same training), and the default set was not learnable in a minute.
+WALL_COLOURS = ((30, 40, 90), (225, 225, 228), (95, 95, 100))
+SHIRT_COLOURS = ((20, 30, 70), (240, 240, 240), (25, 25, 25), (200, 30, 30))
+SKIN_TONES = ((241, 194, 167), (198, 134, 66), (141, 85, 36))
 HAIR_COLOURS = ((30, 25, 20), (80, 50, 30), (150, 110, 60), (200, 170, 110), (60, 60, 60))
 CAP_COLOURS = (
     (220, 30, 30),
@@ -279,7 +256,7 @@ def _draw_backdrop(rng, canvas: int, wall, table_y: float) -> Image.Image:
     above a table."""
     image = Image.new("RGB", (canvas, canvas), wall)
     draw = ImageDraw.Draw(image)
-    shade = 30 if np.mean(wall) < 128 else -30
+    shade = 20 if np.mean(wall) < 128 else -20
     logo_a = _jittered(np.clip(np.add(wall, shade), 0, 255), rng, 15)
     logo_b = _jittered(np.clip(np.add(wall, shade // 2), 0, 255), rng, 15)
     rows, cols = int(rng.integers(3, 5)), int(rng.integers(3, 6))

@@ -256,8 +256,13 @@ def subset(
     return df[df["split"] == which].reset_index(drop=True)
 
 
-def select_frames(metadata: str | os.PathLike, labels=None, split: str | os.PathLike | None = None,
-                  subset: str = "val", columns: Columns | None = None) -> tuple[pd.DataFrame, Path]:
+def select_frames(
+    metadata: str | os.PathLike,
+    labels=None,
+    split: str | os.PathLike | None = None,
+    subset: str = "val",
+    columns: Columns | None = None,
+) -> tuple[pd.DataFrame, Path]:
     """The frames of `metadata`, or of `split`'s `subset` ("train", "val" or "all"): what
     evaluate, embed and prompt experiments run on. Returns (frames, the file they came from)."""
     columns = columns or Columns()
@@ -270,8 +275,10 @@ def select_frames(metadata: str | os.PathLike, labels=None, split: str | os.Path
             known = sorted(set(frames["split"]))
             frames = frames[frames["split"] == subset]
             if frames.empty:
-                raise DataError(f"{source} has no {subset!r} frames (its split column holds "
-                                f"{', '.join(known) or 'nothing'})")
+                raise DataError(
+                    f"{source} has no {subset!r} frames (its split column holds "
+                    f"{', '.join(known) or 'nothing'})"
+                )
     if frames.empty:
         raise DataError(f"{source} has no frames")
     return frames.reset_index(drop=True), source
