@@ -29,13 +29,7 @@ from clipmg.errors import ImageError
 from clipmg.predict import Classifier
 from clipmg.prompts import PromptSet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ FRAMES = [(1, "v1", 1), (1, "v1", 2), (2, "v2", 1), (2, "v2", 2), (2, "v2", 3), 
 COLUMNS = ["Path", "Class", "Video ID", "Frame ID", "Caption"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model on a few images: one thread is as fast, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
