@@ -1,4 +1,5 @@
-"""Create clipmg models by name (`openclip:<model>`, `hybrid`) or rebuild them from a model_config."""
+"""Create clipmg models by name (`openclip:<model>`, `hybrid`, and supervised baselines `timm:<name>` /
+`torchvision:alexnet`) or rebuild them from a model_config."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from clipmg.errors import ModelError
 from clipmg.models.base import ContrastiveModel
 from clipmg.models.hybrid import HybridModel
 from clipmg.models.openclip import OpenClipModel, clipmg_model_names, register_model_configs
+from clipmg.models.supervised import SupervisedModel, is_supervised_name
 
 OPENCLIP_PREFIX = "openclip:"
 HYBRID = "hybrid"
-BACKENDS = {OpenClipModel.backend: OpenClipModel, HybridModel.backend: HybridModel}
+BACKENDS = {OpenClipModel.backend: OpenClipModel, HybridModel.backend: HybridModel,
+            SupervisedModel.backend: SupervisedModel}
 DEFAULT_MODEL = "openclip:clipmg-small"
 
 
@@ -32,16 +35,22 @@ def _check_options(create, backend: str, kwargs: dict) -> None:
 
 def create_model(name: str, pretrained=None, **kwargs) -> ContrastiveModel:
     """`openclip:<model>` (`pretrained`: open_clip tag or weights file) or `hybrid`
-    (`image="timm:<name>"`, `text="hf:<name or folder>"`, `pretrained`: bool)."""
+    (`image="timm:<name>"`, `text="hf:<name or folder>"`, `pretrained`: bool), or a supervised
+    baseline `timm:<name>` / `torchvision:alexnet` with a linear head (`num_classes=C`,
+    `pretrained`: bool or weights file; see clipmg.models.supervised)."""
     if isinstance(name, str) and name.startswith(OPENCLIP_PREFIX):
         _check_options(OpenClipModel.create, "openclip", kwargs)
         return OpenClipModel.create(name[len(OPENCLIP_PREFIX) :], pretrained=pretrained, **kwargs)
     if name == HYBRID:
         _check_options(HybridModel.create, HYBRID, kwargs)
         return HybridModel.create(pretrained=pretrained, **kwargs)
+    if is_supervised_name(name):
+        _check_options(SupervisedModel.create, "supervised", kwargs)
+        return SupervisedModel.create(name, pretrained=pretrained, **kwargs)
     raise ModelError(
         f"unknown model {name!r}: use 'openclip:<open_clip model name>' "
-        f"(e.g. {DEFAULT_MODEL}, openclip:ViT-B-32) or 'hybrid'"
+        f"(e.g. {DEFAULT_MODEL}, openclip:ViT-B-32), 'hybrid', or a supervised baseline "
+        "'timm:<name>' / 'torchvision:alexnet' (with num_classes)"
     )
 
 
