@@ -149,8 +149,9 @@ class ThumbnailImageDataset(ImageListDataset):
     """`clipmg.predict.ImageListDataset` whose items also carry a thumbnail (for the sprite),
     made from the same decoded pixels."""
 
-    def __init__(self, paths: Sequence[str], roots: Sequence[Path], transform, thumb_size: int | None):
-        super().__init__(paths, roots, transform)
+    def __init__(self, paths: Sequence[str], roots: Sequence[Path], transform, thumb_size: int | None,
+                 extra_fields=None):
+        super().__init__(paths, roots, transform, extra_fields=extra_fields)
         self.thumb_size = thumb_size
         if thumb_size and self.decode_size:
             self.decode_size = max(self.decode_size, thumb_size)
@@ -165,7 +166,8 @@ class ThumbnailImageDataset(ImageListDataset):
         except ImageError as error:
             return {"index": index, "status": UNREADABLE, "image": None, "error": str(error), "thumb": None}
         thumb = thumbnail(pixels, self.thumb_size) if self.thumb_size else None
-        return {"index": index, "status": OK, "image": image, "error": "", "thumb": thumb}
+        return {"index": index, "status": OK, "image": image, "error": "", "thumb": thumb,
+                "extras": self.extras_at(index)}
 
 
 def collate_with_thumbnails(items: list[dict]) -> dict:
@@ -214,7 +216,8 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
     rows = frames["row"].to_numpy() if "row" in frames else np.arange(2, n + 2)
     workers = default_workers(classifier.device) if workers is None else workers
     workers = max(0, min(workers, -(-n // batch_size)))
-    dataset = ThumbnailImageDataset(paths, roots, classifier.transform(), thumb_size)
+    dataset = ThumbnailImageDataset(paths, roots, classifier.transform(), thumb_size,
+                                    extra_fields=classifier.extra_fields(paths, roots))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_with_thumbnails, pin_memory=classifier.device.type == "cuda",
                         generator=torch.Generator())  # leaves the global RNG (training's) alone
@@ -230,7 +233,8 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
             if batch["images"] is not None:
                 images = batch["images"].to(classifier.device, non_blocking=True)
                 with classifier.autocast():
-                    encoded = classifier.model.encode_image(images, normalize=True)
+                    extras = {k: v.to(classifier.device) for k, v in batch["extras"].items()}
+                    encoded = classifier.model.encode_image(images, normalize=True, **extras)
                 features.append(encoded.float())
                 positions.append(batch["indices"])
                 if batch["thumbs"] is not None:

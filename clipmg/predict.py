@@ -60,7 +60,8 @@ class Classifier:
     model: torch.nn.Module
     class_ids: list[int]
     class_names: list[str]
-    class_embeddings: torch.Tensor  # (C, D) normalised, float32, on the model's device
+    class_embeddings: torch.Tensor | None  # (C, D) normalised, float32, on the model's device;
+    # None for a model with its own classifier head
     scale: torch.Tensor  # scalar float32 logit scale (exp already applied)
     preprocess: dict
     device: torch.device
@@ -91,8 +92,8 @@ class Classifier:
         model.eval()
         device = next(model.parameters()).device
         with torch.no_grad():
-            embeddings = build_class_embeddings(model, list(class_names), prompt_set,
-                                                class_ids=list(class_ids)).float()
+            embeddings = None if model.has_classifier_head else build_class_embeddings(
+                model, list(class_names), prompt_set, class_ids=list(class_ids)).float()
             scale = model.scale().detach().float()
         return cls(model=model, class_ids=list(class_ids), class_names=list(class_names),
                    class_embeddings=embeddings, scale=scale,
@@ -111,12 +112,18 @@ class Classifier:
         return torch.autocast("cuda", dtype=dtype)
 
     @torch.inference_mode()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C) float32 logits on the CPU for a batch of preprocessed images."""
+    def logits(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        """(B, C) float32 logits on the CPU for a batch of preprocessed images (and the per-frame
+        `extras` the model takes, see `ContrastiveModel.extra_inputs`)."""
         images = images.to(self.device, non_blocking=True)
+        extras = {key: value.to(self.device, non_blocking=True) for key, value in extras.items()}
         with self.autocast():
-            features = self.model.encode_image(images, normalize=True)
-        return (self.scale * features.float() @ self.class_embeddings.T).cpu()
+            logits = self.model.class_logits(images, self.class_embeddings, **extras)
+        return logits.float().cpu()
+
+    def extra_fields(self, paths: Sequence[str], roots: Sequence[Path]) -> dict:
+        """The per-frame inputs besides the image that the model takes, for these images."""
+        return cdata.load_extra_fields(self.model.extra_inputs, paths, roots, self.config.get("train") or {})
 
     def transform(self):
         return cdata.transform_for_model(self.preprocess, train=False)
@@ -169,10 +176,12 @@ class ImageListDataset(Dataset):
     the message); the item carries its status and the caller decides to fail or skip.
     """
 
-    def __init__(self, paths: Sequence[str], roots: Sequence[Path], transform):
+    def __init__(self, paths: Sequence[str], roots: Sequence[Path], transform,
+                 extra_fields: Mapping[str, np.ndarray] | None = None):
         self.paths = paths
         self.roots = [Path(r) for r in roots]
         self.transform = transform
+        self.extra_fields = dict(extra_fields or {})
         self.decode_size = getattr(transform, "decode_size", None)  # JPEG draft-mode decoding
 
     def __len__(self) -> int:
@@ -186,12 +195,17 @@ class ImageListDataset(Dataset):
             image = self.transform(cdata.load_image(path, max_size=self.decode_size))
         except ImageError as error:
             return {"index": index, "status": UNREADABLE, "image": None, "error": str(error)}
-        return {"index": index, "status": OK, "image": image, "error": ""}
+        return {"index": index, "status": OK, "image": image, "error": "", "extras": self.extras_at(index)}
+
+    def extras_at(self, index: int) -> dict:
+        return {key: torch.as_tensor(values[index]) for key, values in self.extra_fields.items()}
 
 
 def collate_images(items: list[dict]) -> dict:
     good = [item for item in items if item["image"] is not None]
+    extra_keys = list(good[0].get("extras", {})) if good else []
     return {
+        "extras": {key: torch.stack([item["extras"][key] for item in good]) for key in extra_keys},
         "images": torch.stack([item["image"] for item in good]) if good else None,
         "indices": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "bad": [(item["index"], item["status"], item["error"]) for item in items if item["image"] is None],
@@ -235,7 +249,8 @@ def score_images(classifier: Classifier, paths: Sequence[str], rows: Sequence[in
     workers = default_workers(classifier.device) if workers is None else workers
     batches = -(-n // batch_size)
     workers = max(0, min(workers, batches))
-    dataset = ImageListDataset(paths, roots, transform or classifier.transform())
+    dataset = ImageListDataset(paths, roots, transform or classifier.transform(),
+                               extra_fields=classifier.extra_fields(paths, roots))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_images, pin_memory=classifier.device.type == "cuda",
                         prefetch_factor=4 if workers else None)
@@ -261,7 +276,7 @@ def _take_batch(batch, classifier, logits, status, reasons, paths, rows, roots, 
         status[index] = state
         reasons.append((index, state, message))
     if batch["images"] is not None:
-        logits[batch["indices"]] = classifier.logits(batch["images"])
+        logits[batch["indices"]] = classifier.logits(batch["images"], **batch["extras"])
 
 
 def image_roots(csv_path: Path | None, image_root: str | os.PathLike | None, config: dict) -> list[Path]:

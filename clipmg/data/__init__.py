@@ -3,6 +3,7 @@
 from clipmg.data.check import CheckReport, check_dataset
 from clipmg.data.dataset import FrameDataset, collate_frames
 from clipmg.data.demo import IMIGUE_RAW_CLASS_NAMES, make_demo_data
+from clipmg.data.extras import EXTRA_FIELD_LOADERS, load_extra_fields, register_extra_field
 from clipmg.data.images import load_image, verify_image
 from clipmg.data.labels import caption_lookup, class_index_map, clean_class_name, load_labels
 from clipmg.data.metadata import (
@@ -23,6 +24,9 @@ from clipmg.data.transforms import (
 )
 
 __all__ = [
+    "EXTRA_FIELD_LOADERS",
+    "load_extra_fields",
+    "register_extra_field",
     "IMIGUE_RAW_CLASS_NAMES",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",

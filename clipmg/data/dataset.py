@@ -20,7 +20,9 @@ from clipmg.utils import logger
 class FrameDataset(Dataset):
     """Frames of a standard metadata DataFrame (see `read_metadata`).
 
-    Items are `{"image": tensor, "class_index": int, "index": position in df}`.
+    Items are `{"image": tensor, "class_index": int, "index": position in df}`, plus one entry
+    per `extra_fields` key (an array aligned with the rows of `df`, e.g. a pose model's
+    "keypoints" of shape (len(df), K)): the row's value as a tensor.
     `class_index` maps class ids to indices 0..C-1: a {id: index} dict, or any iterable of
     ids (a `load_labels` dict gives its ids) whose sorted order gives the indices. Pass the
     label file's ids so that train and validation sets agree even when a class is absent
@@ -38,6 +40,7 @@ class FrameDataset(Dataset):
         transform: Callable[[np.ndarray], torch.Tensor],
         skip_bad_images: bool = False,
         class_index: Mapping[int, int] | Iterable[int] | None = None,
+        extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None,
     ):
         self.image_root = Path(image_root)
         self.transform = transform
@@ -46,6 +49,7 @@ class FrameDataset(Dataset):
         self.paths = [str(self.image_root / p) for p in df["path"]]
         self.rows = df["row"].to_numpy() if "row" in df else np.arange(2, len(df) + 2)
         self.class_indices = self._map_class_ids(df)
+        self.extra_fields = check_extra_fields(extra_fields or {}, len(df))
         # Decode JPEGs only as large as the transform needs (see load_image's max_size).
         self.decode_size = getattr(transform, "decode_size", None)
 
@@ -75,11 +79,24 @@ class FrameDataset(Dataset):
                 raise ImageError(f"{error} (metadata row {self.rows[index]})") from error
             logger.warning("skipping a bad image: %s", error)
             return None
-        return {
+        item = {
             "image": self.transform(image),
             "class_index": int(self.class_indices[index]),
             "index": int(index),
         }
+        for key, values in self.extra_fields.items():
+            item[key] = torch.as_tensor(values[index])
+        return item
+
+
+def check_extra_fields(fields: Mapping[str, np.ndarray | torch.Tensor], rows: int) -> dict:
+    reserved = {"image", "class_index", "index"} & set(fields)
+    if reserved:
+        raise DataError(f"extra field(s) {sorted(reserved)} would replace the dataset's own item entries")
+    for key, values in fields.items():
+        if len(values) != rows:
+            raise DataError(f"extra field {key!r} has {len(values)} rows; the metadata has {rows}")
+    return dict(fields)
 
 
 def collate_frames(items: list[dict | None]) -> dict | None:

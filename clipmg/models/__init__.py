@@ -1,6 +1,6 @@
 """Contrastive image-text models: `create_model("openclip:clipmg-small")`, `create_model("hybrid", ...)`."""
 
-from clipmg.models.base import ContrastiveModel
+from clipmg.models.base import ContrastiveModel, model_extras
 from clipmg.models.factory import (
     DEFAULT_MODEL,
     create_model,
@@ -10,6 +10,7 @@ from clipmg.models.factory import (
 from clipmg.models.heads import ProjectionHead
 from clipmg.models.hybrid import HybridModel
 from clipmg.models.openclip import OpenClipModel
+from clipmg.models.supervised import SupervisedModel
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -17,7 +18,9 @@ __all__ = [
     "HybridModel",
     "OpenClipModel",
     "ProjectionHead",
+    "SupervisedModel",
     "create_model",
     "create_model_from_config",
     "list_models",
+    "model_extras",
 ]

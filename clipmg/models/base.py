@@ -63,6 +63,13 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
     `_init_logit_scale` and set `model_config` and `preprocess_config`."""
 
     backend: str = ""
+    #: Batch keys besides "image" that `encode_image` takes as keyword arguments (e.g. a pose
+    #: model's "keypoints"); datasets attach them to each item and callers pass them through
+    #: `model_extras(model, batch)`.
+    extra_inputs: tuple[str, ...] = ()
+    #: True for models that score classes with their own head (supervised baselines, trained
+    #: with classification losses); False for models scored against class text embeddings.
+    has_classifier_head: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,9 +122,20 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def forward(
-        self, images: torch.Tensor, texts: list[str]
+        self, images: torch.Tensor, texts: list[str], **extras: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.encode_image(images), self.encode_text(texts), self.scale()
+        return self.encode_image(images, **extras), self.encode_text(texts), self.scale()
+
+    def class_logits(
+        self, images: torch.Tensor, class_embeddings: torch.Tensor | None, **extras: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, C) float32 logits: `scale * normalised image features @ class_embeddings.T`, the
+        one scoring rule of validation, predict and evaluate. Models with their own classifier
+        head override it and ignore `class_embeddings`."""
+        if class_embeddings is None:
+            raise ModelError(f"{type(self).__name__} scores classes against class embeddings; none given")
+        features = self.encode_image(images, normalize=True, **extras)
+        return self.scale().float() * features.float() @ class_embeddings.float().T
 
     # --- training helpers -----------------------------------------------------------------------
 
@@ -168,3 +186,14 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
             }
             for (part, no_decay), params in sorted(groups.items())
         ]
+
+
+def model_extras(model: ContrastiveModel, batch: dict, device: torch.device | None = None) -> dict:
+    """The batch entries `model.extra_inputs` names, moved to `device`."""
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    missing = [key for key in model.extra_inputs if batch.get(key) is None]
+    if missing:
+        raise ModelError(f"{type(model).__name__} needs {', '.join(missing)} for every frame, and the batch "
+                         "has none; build the dataset with the model's extra fields")
+    return {key: batch[key].to(device, non_blocking=True) if device is not None else batch[key]
+            for key in model.extra_inputs}

@@ -29,9 +29,10 @@ from clipmg.checkpoint import (
 )
 from clipmg.errors import DataError, TrainingError
 from clipmg.evaluate import compute_metrics
-from clipmg.losses import contrastive_loss
-from clipmg.models import create_model
-from clipmg.prompts import build_class_embeddings, load_prompt_set
+from clipmg.losses import class_weights_from_counts, classification_loss, contrastive_loss
+from clipmg.models import create_model, model_extras
+from clipmg.models.supervised import SupervisedModel, is_supervised_name
+from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.train import distributed as ddp
 from clipmg.train.config import TrainConfig, save_config
 from clipmg.train.optim import build_optimizer, build_scheduler
@@ -139,6 +140,7 @@ class Trainer:
         self.autocast_dtype = self._autocast_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.class_prior = self._class_prior()
+        self.class_weights = self._class_weights()
         self.wrapped = self._wrap_ddp(self.model)
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
                       "epochs_without_improvement": 0, "history": []}
@@ -191,6 +193,8 @@ class Trainer:
         if cfg.init_from:
             model, source = load_checkpoint(cfg.init_from)
             logger.info("fine-tuning from %s (%s)", cfg.init_from, source["model"].get("name", ""))
+            self.init_prompt_set = (load_prompt_set(cfg.prompts) if cfg.prompts else
+                                    PromptSet.from_dict(source.get("prompts") or {}, resolve_checkpoint(cfg.init_from)))
         elif cfg.model == "hybrid":
             kwargs = {"image": cfg.image_encoder or "timm:resnet50",
                       "text": cfg.text_encoder or "hf:distilbert-base-uncased",
@@ -199,12 +203,38 @@ class Trainer:
                 kwargs["embed_dim"] = cfg.embed_dim
             model = create_model("hybrid", temperature=cfg.temperature, learn_temperature=cfg.learn_temperature,
                                  image_size=cfg.image_size, **kwargs)
+        elif is_supervised_name(cfg.model):
+            if cfg.head != "linear":
+                raise DataError(f"--model {cfg.model} is an image backbone without a text tower: train it with "
+                                "--head linear")
+            model = create_model(cfg.model, pretrained=cfg.pretrained, num_classes=len(self.classes.ids),
+                                 image_size=cfg.image_size, dropout=cfg.head_dropout)
         else:
             model = create_model(cfg.model, pretrained=cfg.pretrained, temperature=cfg.temperature,
                                  learn_temperature=cfg.learn_temperature, image_size=cfg.image_size)
+        model = self._fit_head(model)
         if cfg.freeze_image or cfg.freeze_text:
             model.freeze(image=cfg.freeze_image, text=cfg.freeze_text)
         return model
+
+    def _fit_head(self, model):
+        """The model `cfg.head` asks for: a contrastive model gets a linear head over its image
+        embedding (zero-shot initialised with `init_head=zeroshot`); a head must fit the classes."""
+        cfg, classes = self.cfg, self.classes
+        if cfg.head == "contrastive":
+            if model.has_classifier_head:
+                raise DataError(f"{cfg.init_from or cfg.model} has a linear class head: train it with --head linear")
+            return model
+        if model.has_classifier_head:
+            if model.classifier.out_features != len(classes.ids):
+                raise DataError(f"{cfg.init_from} has a head over {model.classifier.out_features} classes; the "
+                                f"label file {cfg.labels} has {len(classes.ids)}")
+            return model
+        wrapped = SupervisedModel.wrap(model, len(classes.ids), dropout=cfg.head_dropout)
+        if cfg.init_head == "zeroshot":
+            embeddings = build_class_embeddings(model, classes.names, self.init_prompt_set, class_ids=classes.ids)
+            wrapped.init_zero_shot_head(embeddings, model.scale().detach())
+        return wrapped
 
     def _wrap_ddp(self, model):
         if not self.env.enabled:
@@ -239,7 +269,13 @@ class Trainer:
 
     def _dataset(self, df: pd.DataFrame, train: bool):
         return cdata.FrameDataset(df, self.image_root, self._transform(train),
-                                  skip_bad_images=self.cfg.skip_bad_images, class_index=self.classes.index_of)
+                                  skip_bad_images=self.cfg.skip_bad_images, class_index=self.classes.index_of,
+                                  extra_fields=self._extra_fields(df))
+
+    def _extra_fields(self, df: pd.DataFrame) -> dict:
+        """Per-frame inputs the model takes besides the image (its `extra_inputs`)."""
+        return cdata.load_extra_fields(self.model.extra_inputs, df["path"].tolist(), [self.image_root],
+                                       self.cfg.to_dict())
 
     def _loader_kwargs(self) -> dict:
         workers = self.cfg.workers
@@ -286,6 +322,13 @@ class Trainer:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if not self.model.has_classifier_head:
+            return None
+        counts = torch.bincount(self.train_targets, minlength=len(self.classes.ids))
+        weights = class_weights_from_counts(counts, self.cfg.class_weighting)
+        return None if weights is None else weights.to(self.device)
 
     def _class_prior(self) -> torch.Tensor | None:
         if self.cfg.logit_adjust_tau <= 0:
@@ -349,10 +392,13 @@ class Trainer:
         images = batch["image"].to(self.device, non_blocking=True)
         indices = batch["index"]
         labels = self.train_targets[indices].to(self.device)
+        if self.model.has_classifier_head:
+            return self._classification_step(images, labels, batch)
         global_texts = self._global_batch_texts(indices)
         texts, text_labels, _ = self._texts_for_step(global_texts, generator)
         with self._autocast():
-            image_features, text_features, scale = self.wrapped(images, texts)
+            image_features, text_features, scale = self.wrapped(images, texts,
+                                                                **model_extras(self.model, batch, self.device))
         image_features = ddp.gather_with_grad(image_features.float(), self.env)
         labels = ddp.gather_tensor(labels, self.env)
         logit_bias = None
@@ -360,6 +406,12 @@ class Trainer:
             logit_bias = self.cfg.logit_adjust_tau * self.class_prior.log()
         return contrastive_loss(self.cfg.loss, image_features, text_features.float(), scale.float(),
                                 labels, text_labels.to(self.device), logit_bias=logit_bias)
+
+    def _classification_step(self, images: torch.Tensor, labels: torch.Tensor, batch: dict) -> torch.Tensor:
+        with self._autocast():
+            logits = self.wrapped(images, None, **model_extras(self.model, batch, self.device))
+        logit_bias = None if self.class_prior is None else self.cfg.logit_adjust_tau * self.class_prior.log()
+        return classification_loss(logits.float(), labels, self.class_weights, self.cfg.focal_gamma, logit_bias)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -420,14 +472,14 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         self.model.eval()
-        class_embeddings = build_class_embeddings(self.model, self.classes.names, self.prompt_set,
-                                                  class_ids=self.classes.ids)
-        scale = self.model.scale().float()
+        class_embeddings = None if self.model.has_classifier_head else build_class_embeddings(
+            self.model, self.classes.names, self.prompt_set, class_ids=self.classes.ids)
         all_logits, all_indices = [], []
         for batch in progress(self.val_loader, desc="validate"):
             with self._autocast():
-                features = self.model.encode_image(batch["image"].to(self.device), normalize=True)
-            all_logits.append((scale * features.float() @ class_embeddings.float().T).cpu())
+                logits = self.model.class_logits(batch["image"].to(self.device), class_embeddings,
+                                                 **model_extras(self.model, batch, self.device))
+            all_logits.append(logits.float().cpu())
             all_indices.append(batch["index"])
         logits, indices = torch.cat(all_logits), torch.cat(all_indices)
         targets = self.val_targets[indices]
