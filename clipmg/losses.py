@@ -158,3 +158,52 @@ def contrastive_loss(
     if name not in LOSSES:
         raise TrainingError(f"unknown loss {name!r}; use one of {', '.join(LOSS_NAMES)}")
     return LOSSES[name](image_features, text_features, scale, image_labels, text_labels, **kwargs)
+
+
+# --- classification losses (models with their own classifier head) -------------------------------
+
+CLASS_WEIGHTINGS = ("none", "inverse", "sqrt")
+
+
+def class_weights_from_counts(counts: torch.Tensor, mode: str = "inverse") -> torch.Tensor | None:
+    """Per-class loss weights from training counts (C,): `inverse` ∝ 1/n, `sqrt` ∝ 1/√n, scaled
+    so that their mean over the classes present is 1; `none` gives None. Absent classes (n = 0)
+    get weight 0: no training frame can carry it."""
+    if mode == "none":
+        return None
+    if mode not in CLASS_WEIGHTINGS:
+        raise TrainingError(f"unknown class weighting {mode!r}; use one of {', '.join(CLASS_WEIGHTINGS)}")
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    present = counts > 0
+    if not bool(present.any()):
+        raise TrainingError("class weights need at least one class with training frames")
+    power = 1.0 if mode == "inverse" else 0.5
+    weights = torch.where(present, counts.clamp(min=1).pow(-power), torch.zeros_like(counts))
+    return weights / weights[present].mean()
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    focal_gamma: float = 0.0,
+    logit_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy of (B, C) logits, optionally class-weighted and focal.
+
+    Focal loss (Lin et al. 2017, softmax form): -w_y (1 - p_y)^gamma log p_y; gamma = 0 is the
+    (weighted) cross-entropy. As in `F.cross_entropy`, a weighted mean divides by the sum of the
+    weights of the batch's targets. `logit_bias` (C,) is added to the logits first (logit
+    adjustment: `tau * log(class_prior)`)."""
+    if focal_gamma < 0:
+        raise TrainingError(f"focal gamma must be 0 or more, got {focal_gamma}")
+    if logit_bias is not None:
+        logits = logits + logit_bias.to(logits)
+    log_p = F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    loss = -log_p
+    if focal_gamma > 0:
+        loss = (1.0 - log_p.exp()).clamp(min=0).pow(focal_gamma) * loss
+    if class_weights is None:
+        return loss.mean()
+    weights = class_weights.to(loss)[targets]
+    return (weights * loss).sum() / weights.sum().clamp(min=torch.finfo(loss.dtype).tiny)

@@ -25,6 +25,9 @@ CHOICES = {
     "scheduler": ("cosine", "plateau", "none"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "pooling": ("cls", "mean"),
+    "head": ("contrastive", "linear"),
+    "init_head": ("random", "zeroshot"),
+    "class_weighting": ("none", "inverse", "sqrt"),
 }
 
 
@@ -58,6 +61,14 @@ class TrainConfig:
     freeze_image: bool = False
     freeze_text: bool = False
     init_from: str | None = field(default=None, metadata={"help": "checkpoint to fine-tune from"})
+    head: str = field(default="contrastive", metadata={
+        "help": "contrastive: score classes against prompt embeddings; linear: a linear classifier over the "
+                "classes on the image backbone (--model timm:<name>, torchvision:alexnet, or an openclip/hybrid "
+                "model's image tower, or --init-from a contrastive checkpoint)"})
+    init_head: str = field(default="random", metadata={
+        "help": "linear head from --init-from a contrastive checkpoint: zeroshot starts it at the class prompt "
+                "embeddings (logits = the zero-shot classifier's)"})
+    head_dropout: float = 0.0
     # text side
     prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
     text_source: str = "caption"
@@ -66,6 +77,8 @@ class TrainConfig:
     contrast: str = "classes"
     logit_adjust_tau: float = 0.0
     balanced_sampler: str = "none"
+    class_weighting: str = field(default="none", metadata={"help": "linear head: class-weighted cross-entropy"})
+    focal_gamma: float = field(default=0.0, metadata={"help": "linear head: focal loss gamma (0: cross-entropy)"})
     # optimisation
     epochs: int = 10
     batch_size: int = 64
@@ -104,6 +117,10 @@ class TrainConfig:
             value = getattr(self, name, None)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise DataError(f"config: {name} must be positive, got {value}")
+        if self.focal_gamma < 0:
+            raise DataError(f"config: focal_gamma must be 0 or more, got {self.focal_gamma}")
+        if self.init_head == "zeroshot" and (self.head != "linear" or not self.init_from):
+            raise DataError("config: init_head=zeroshot needs head=linear and init_from=<contrastive checkpoint>")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
         return self
