@@ -12,6 +12,7 @@ checkpoint folder and described in its config.json["prompts"] (``"type": "learne
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,11 @@ import yaml
 
 from clipmg.errors import CheckpointError, DataError
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# The repository's prompts/ (source checkouts, editable installs), else the copy a wheel
+# install puts under <prefix>/share/clipmg/prompts (pyproject's data-files).
+PROMPTS_DIRS = (Path(__file__).resolve().parent.parent / "prompts",
+                Path(sys.prefix) / "share" / "clipmg" / "prompts")
+PROMPTS_DIR = next((d for d in PROMPTS_DIRS if d.is_dir()), PROMPTS_DIRS[0])
 LEARNED_FILE = "prompt_learner.safetensors"
 
 
