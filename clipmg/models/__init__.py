@@ -7,6 +7,8 @@ from clipmg.models.factory import (
     create_model_from_config,
     list_models,
 )
+from clipmg.models.fusion import PoseFusionModel
+from clipmg.models.handcrops import HandCropModel
 from clipmg.models.heads import ProjectionHead
 from clipmg.models.hybrid import HybridModel
 from clipmg.models.openclip import OpenClipModel
@@ -15,8 +17,10 @@ from clipmg.models.supervised import SupervisedModel
 __all__ = [
     "DEFAULT_MODEL",
     "ContrastiveModel",
+    "HandCropModel",
     "HybridModel",
     "OpenClipModel",
+    "PoseFusionModel",
     "ProjectionHead",
     "SupervisedModel",
     "create_model",

@@ -11,6 +11,8 @@ import open_clip
 
 from clipmg.errors import ModelError
 from clipmg.models.base import ContrastiveModel
+from clipmg.models.fusion import PoseFusionModel
+from clipmg.models.handcrops import HandCropModel
 from clipmg.models.hybrid import HybridModel
 from clipmg.models.openclip import OpenClipModel, clipmg_model_names, register_model_configs
 from clipmg.models.supervised import SupervisedModel, is_supervised_name
@@ -19,6 +21,7 @@ OPENCLIP_PREFIX = "openclip:"
 HYBRID = "hybrid"
 BACKENDS = {OpenClipModel.backend: OpenClipModel, HybridModel.backend: HybridModel,
             SupervisedModel.backend: SupervisedModel}
+BACKENDS.update({PoseFusionModel.backend: PoseFusionModel, HandCropModel.backend: HandCropModel})
 DEFAULT_MODEL = "openclip:clipmg-small"
 
 

@@ -28,6 +28,7 @@ CHOICES = {
     "head": ("contrastive", "linear"),
     "init_head": ("random", "zeroshot"),
     "class_weighting": ("none", "inverse", "sqrt"),
+    "pose_fusion": ("none", "concat", "gated"),
 }
 
 
@@ -69,6 +70,15 @@ class TrainConfig:
         "help": "linear head from --init-from a contrastive checkpoint: zeroshot starts it at the class prompt "
                 "embeddings (logits = the zero-shot classifier's)"})
     head_dropout: float = 0.0
+    # pose inputs (clipmg.pose; keypoints need the `pose` extra, MediaPipe)
+    pose_fusion: str = field(default="none", metadata={
+        "help": "fuse MediaPipe body and hand keypoints with the image embedding: concat or gated"})
+    keypoints: str | None = field(default=None, metadata={
+        "help": "keypoint cache folder (default: .clipmg_keypoints/ in the image root)"})
+    hand_crops: bool = field(default=False, metadata={
+        "help": "classify frames by their MediaPipe hand crops (max probability over crops)"})
+    hand_margin: float = field(default=0.3, metadata={"help": "hand box margin, times the box side"})
+    hand_full_frame: bool = field(default=True, metadata={"help": "hand crops: also score the full frame"})
     # text side
     prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
     text_source: str = "caption"
@@ -121,6 +131,10 @@ class TrainConfig:
             raise DataError(f"config: focal_gamma must be 0 or more, got {self.focal_gamma}")
         if self.init_head == "zeroshot" and (self.head != "linear" or not self.init_from):
             raise DataError("config: init_head=zeroshot needs head=linear and init_from=<contrastive checkpoint>")
+        if self.pose_fusion != "none" and self.hand_crops:
+            raise DataError("config: pose_fusion and hand_crops are separate approaches; choose one")
+        if self.hand_margin < 0:
+            raise DataError(f"config: hand_margin must be at least 0, got {self.hand_margin}")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
         return self

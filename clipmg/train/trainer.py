@@ -31,6 +31,8 @@ from clipmg.errors import DataError, TrainingError
 from clipmg.evaluate import compute_metrics
 from clipmg.losses import class_weights_from_counts, classification_loss, contrastive_loss
 from clipmg.models import create_model, model_extras
+from clipmg.models.fusion import wrap_with_pose_fusion
+from clipmg.models.handcrops import wrap_with_hand_crops
 from clipmg.models.supervised import SupervisedModel, is_supervised_name
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.train import distributed as ddp
@@ -213,6 +215,8 @@ class Trainer:
             model = create_model(cfg.model, pretrained=cfg.pretrained, temperature=cfg.temperature,
                                  learn_temperature=cfg.learn_temperature, image_size=cfg.image_size)
         model = self._fit_head(model)
+        model = wrap_with_pose_fusion(model, cfg.pose_fusion)
+        model = wrap_with_hand_crops(model, cfg.hand_crops, include_full_frame=cfg.hand_full_frame)
         if cfg.freeze_image or cfg.freeze_text:
             model.freeze(image=cfg.freeze_image, text=cfg.freeze_text)
         return model
@@ -265,6 +269,8 @@ class Trainer:
             self.sample_text = self.train_targets * self.templates_per_class
 
     def _transform(self, train: bool):
+        # A model whose per-frame inputs are image positions (hand boxes) needs the frames uncropped.
+        train = train and getattr(self.model, "geometric_augmentation", True)
         return cdata.transform_for_model(self.preprocess, train=train, hflip=self.cfg.hflip and train)
 
     def _dataset(self, df: pd.DataFrame, train: bool):
