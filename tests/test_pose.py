@@ -218,3 +218,21 @@ def test_mediapipe_finds_the_person_and_hands_in_real_frames():
                 | (points[..., 0] < 0) | (points[..., 0] > 1)).all()
         assert ((points[..., 1] >= box[:, None, 1]) & (points[..., 1] <= box[:, None, 3])
                 | (points[..., 1] < 0) | (points[..., 1] > 1)).all()
+
+
+def test_extract_command_and_the_comparison_rows(tiny_dataset, tmp_path):
+    pytest.importorskip("mediapipe")
+    from clipmg.compare import compare
+    from clipmg.pose import approaches
+    from clipmg.pose.commands import extract_keypoints
+
+    metadata = tiny_dataset / "training" / "train.xlsx"
+    summary = extract_keypoints(metadata, cache=tmp_path / "kp", limit=6)
+    assert summary["frames"] == 6 and 0 <= summary["person_found"] <= 1
+    assert len(kcache.KeypointCache(tmp_path / "kp").table()) == 6
+    table = compare(metadata, tiny_dataset / "Clip_label.csv", None, [approaches.POSE_FUSION, approaches.HAND_CROPS],
+                    tmp_path / "compare", {"keypoints": str(tmp_path / "kp"), "device": "cpu"}, mode="quick")
+    assert list(table["approach"]) == ["pose-fusion", "hand-crops"]
+    for column in ("top1", "top5", "balanced_accuracy", "clip_top1"):
+        assert table[column].between(0, 1).all()
+    assert len(kcache.KeypointCache(tmp_path / "kp").table()) == 32  # every frame now cached

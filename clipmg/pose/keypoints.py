@@ -22,6 +22,8 @@ usually the person's right hand. Parts not found are zeros.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +50,7 @@ INSTALL_HINT = ("install the pose extra: `bash scripts/install.sh pose` or "
 
 def import_mediapipe():
     """The mediapipe module, or a ModelError saying how to install the extra."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ info and warning lines on stderr
     try:
         import mediapipe
     except ImportError as error:
@@ -119,11 +122,13 @@ class KeypointExtractor:
             raise ModelError(f"keypoint extraction takes (H, W, 3) uint8 RGB images, got {image.shape} {image.dtype}")
         image = np.ascontiguousarray(image)
         vector = empty_keypoints(image.shape[1] / image.shape[0])
-        pose = self.pose.process(image).pose_landmarks
+        with warnings.catch_warnings():  # protobuf 4's deprecation notice inside MediaPipe
+            warnings.simplefilter("ignore", UserWarning)
+            pose = self.pose.process(image).pose_landmarks
+            hands = self.hands.process(image)
         if pose is not None:
             vector[POSE] = [v for p in pose.landmark for v in (p.x, p.y, p.z, p.visibility)]
             vector[POSE_FOUND] = 1.0
-        hands = self.hands.process(image)
         for landmarks, handedness in zip(hands.multi_hand_landmarks or [], hands.multi_handedness or []):
             slot = _hand_slot(handedness.classification[0].label, vector)
             if slot is not None:
