@@ -221,7 +221,7 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_with_thumbnails, pin_memory=classifier.device.type == "cuda",
                         generator=torch.Generator())  # leaves the global RNG (training's) alone
-    features, positions, thumbs, skipped = [], [], [], []
+    features, positions, thumbs, skipped, head_logits = [], [], [], [], []
     with threads_beside_workers(classifier.device, workers), progress(total=n, desc=desc, unit="img") as bar:
         for batch in loader:
             for index, state, error in batch["bad"]:
@@ -235,6 +235,8 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
                 with classifier.autocast():
                     extras = {k: v.to(classifier.device) for k, v in batch["extras"].items()}
                     encoded = classifier.model.encode_image(images, normalize=True, **extras)
+                    if classifier.class_embeddings is None:  # a model with its own class head
+                        head_logits.append(classifier.model.class_logits(images, None, **extras).float())
                 features.append(encoded.float())
                 positions.append(batch["indices"])
                 if batch["thumbs"] is not None:
@@ -242,18 +244,29 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
             bar.update(batch["size"])
     if skipped:
         logger.warning("%d of %d images could not be read and are left out, e.g. %s", len(skipped), n, skipped[0][2])
-    dim = classifier.class_embeddings.shape[1]
-    feats = torch.cat(features) if features else torch.zeros(0, dim, device=classifier.device)
-    logits = (classifier.scale * feats @ classifier.class_embeddings.T).cpu().numpy().astype(np.float32)
+    class_points = class_embedding_points(classifier)
+    feats = torch.cat(features) if features else torch.zeros(0, class_points.shape[1], device=classifier.device)
+    if classifier.class_embeddings is None:
+        logits = (torch.cat(head_logits) if head_logits else torch.zeros(0, classifier.num_classes)).cpu().numpy()
+    else:
+        logits = (classifier.scale * feats @ classifier.class_embeddings.T).cpu().numpy().astype(np.float32)
     kept = torch.cat(positions).numpy() if positions else np.zeros(0, dtype=np.int64)
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
     targets = np.array([index_of.get(int(c), -1) for c in frames["class_id"].to_numpy()[kept]], dtype=np.int64)
     return Embeddings(features=feats.cpu().numpy().astype(np.float32), logits=logits, targets=targets,
                       frames=frames.iloc[kept].reset_index(drop=True), class_ids=list(classifier.class_ids),
                       class_names=list(classifier.class_names),
-                      class_embeddings=classifier.class_embeddings.float().cpu().numpy(),
+                      class_embeddings=class_points.float().cpu().numpy(),
                       prompt_texts=list(prompt_texts or []),
                       thumbnails=np.concatenate(thumbs) if thumbs else None, skipped=skipped)
+
+
+def class_embedding_points(classifier: Classifier) -> torch.Tensor:
+    """(C, D) class points shown beside the frames: the prompt embeddings, or for a model with a
+    linear class head (whose features are what `encode_image` gives) its normalised weight rows."""
+    if classifier.class_embeddings is not None:
+        return classifier.class_embeddings
+    return torch.nn.functional.normalize(classifier.model.classifier.weight.detach().float(), dim=-1)
 
 
 # ------------------------------------------------------------------------- projector

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from clipmg import data as cdata
 from clipmg.checkpoint import load_checkpoint
+from clipmg.embed import embed_checkpoint
 from clipmg.errors import DataError, ModelError
 from clipmg.losses import class_weights_from_counts, classification_loss
 from clipmg.models import SupervisedModel, create_model, create_model_from_config
@@ -226,3 +227,8 @@ def test_test_py_predict_and_evaluate_work_on_a_supervised_checkpoint(tiny_train
     ids = np.array(config["class_ids"])
     np.testing.assert_array_equal(predictions["pred_class"].to_numpy(), ids[expected])
     assert summary["metrics"]["top1"] == pytest.approx(metrics["top1"])
+
+    embedded = embed_checkpoint(run / "best", run / "split.csv", tmp_path / "projector", split=run / "split.csv",
+                                max_images=0, workers=0, map_method=None)
+    assert embedded["n_images"] == metrics["n_images"] and embedded["n_prompts"] == 4
+    assert embedded["top1"] == pytest.approx(metrics["top1"])
