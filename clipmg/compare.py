@@ -8,7 +8,7 @@ An approach is a function `run(ctx: ComparisonContext) -> ApproachResult` regist
 
     @register_approach("pose-fusion", description="image tower + pose keypoints")
     def pose_fusion(ctx):
-        return ctx.train("pose-fusion", pose_fusion=True)   # TrainConfig overrides
+        return ctx.train("pose-fusion", pose_fusion="concat")   # TrainConfig overrides
 
 `ctx.train(name, **overrides)` trains with the comparison's common settings (data, split, seed,
 mode) plus `overrides`, for the epochs this approach is given, and returns its best checkpoint;
