@@ -211,10 +211,11 @@ def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, 
     budgets = {**(DEMO_EPOCHS if mode == "demo" else {}), **dict(epochs or {})}
     ctx = ComparisonContext(metadata=metadata, labels=labels, split=split, out_dir=out_dir, base_settings=settings,
                             mode=mode, epochs=budgets, image_root=Path(image_root) if image_root else None)
-    rows = [evaluate_approach(ctx, name) for name in approaches]
-    table = pd.DataFrame(rows)
-    write_table(table, out_dir, split, mode)
-    return table
+    rows = []
+    for name in approaches:
+        rows.append(evaluate_approach(ctx, name))
+        write_table(pd.DataFrame(rows), out_dir, split, mode)  # a stopped comparison keeps its finished rows
+    return pd.DataFrame(rows)
 
 
 def evaluate_approach(ctx: ComparisonContext, name: str) -> dict:
