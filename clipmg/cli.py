@@ -114,6 +114,24 @@ def cmd_prompts(args) -> int:
     return run[args.prompts_command](args)
 
 
+def cmd_probe(args) -> int:
+    from clipmg.linear_probe import probe_from_args
+
+    return probe_from_args(args)
+
+
+def cmd_compare(args) -> int:
+    from clipmg.compare import compare_from_args
+
+    return compare_from_args(args)
+
+
+def cmd_keypoints(args) -> int:
+    from clipmg.pose.commands import keypoints_from_args
+
+    return keypoints_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipmg", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
@@ -188,6 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_learn_arguments(prompts_sub.add_parser(
         "learn", help="learn context vectors for a frozen open_clip model (CoOp); writes a checkpoint"))
     p.set_defaults(func=cmd_prompts)
+
+    from clipmg.linear_probe import add_probe_arguments
+
+    p = sub.add_parser("probe", help="linear probe: a logistic-regression head on a checkpoint's frozen image features")
+    add_probe_arguments(p)
+    p.set_defaults(func=cmd_probe)
+
+    from clipmg.compare import add_compare_arguments
+
+    p = sub.add_parser("compare", help="train every approach (contrastive, CNN heads, probe, pose, hand crops) "
+                                       "on one split and tabulate their metrics")
+    add_compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
+
+    from clipmg.pose.commands import add_keypoints_arguments
+
+    p = sub.add_parser("keypoints", help="MediaPipe pose and hand keypoints: fill the cache ahead of training "
+                                         "(needs the pose extra)")
+    add_keypoints_arguments(p)
+    p.set_defaults(func=cmd_keypoints)
     return parser
 
 
