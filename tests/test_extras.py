@@ -42,8 +42,8 @@ def test_load_extra_fields_aligns_rows_and_names_unknown_inputs():
     fields = cdata.load_extra_fields(["shift"], ["a.jpg", "bb.jpg"], [], {"shift_scale": 2.0})
     np.testing.assert_allclose(fields["shift"], [10.0, 12.0])
     assert cdata.load_extra_fields([], ["a.jpg"], []) == {}
-    with pytest.raises(ModelError, match="'keypoints'.*known: shift"):
-        cdata.load_extra_fields(["keypoints"], ["a.jpg"], [])
+    with pytest.raises(ModelError, match="'gaze'.*known: .*shift"):
+        cdata.load_extra_fields(["gaze"], ["a.jpg"], [])
 
 
 def test_frame_dataset_attaches_extra_fields(tiny_dataset):
