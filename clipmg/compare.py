@@ -289,3 +289,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
     print((out / "comparison.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'} ({len(table)} approaches)")
     return 0
+
+
+# The pose approaches register themselves on import; MediaPipe loads only when one runs.
+import clipmg.pose.approaches  # noqa: E402, F401

@@ -190,3 +190,22 @@ def test_config_rejects_two_pose_approaches_at_once(tiny_train_settings):
         TrainConfig(**{**tiny_train_settings, "pose_fusion": "gated", "hand_crops": True}).validate()
     with pytest.raises(DataError, match="pose_fusion"):
         TrainConfig(**{**tiny_train_settings, "pose_fusion": "sum"}).validate()
+
+
+def test_linear_head_sits_over_the_fused_embedding(tiny_train_settings, synthetic_keypoint_loader):
+    from clipmg.models import SupervisedModel
+    from clipmg.train import TrainConfig
+    from clipmg.train.trainer import Trainer
+
+    settings = {**tiny_train_settings, "pose_fusion": "gated", "head": "linear", "epochs": 1,
+                "max_steps_per_epoch": 2}
+    trainer = Trainer(TrainConfig(**settings).validate())
+    summary = trainer.fit()
+    assert isinstance(trainer.model, SupervisedModel) and trainer.model.extra_inputs == ("keypoints",)
+    assert np.isfinite(summary["best"]["loss"])
+    keypoints = torch.as_tensor(path_keypoints(["1/a.jpg", "2/b.jpg"], [], {}))
+    x = images(2)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(trainer.model.class_logits(x, None, keypoints=keypoints),
+                                  trainer.model.class_logits(x, None, keypoints=keypoints.flip(0)))

@@ -155,6 +155,6 @@ class PoseFusionModel(ContrastiveModel):
 def wrap_with_pose_fusion(model: ContrastiveModel, fusion: str | None, **kwargs) -> ContrastiveModel:
     """`model` fused with keypoints (`fusion` "concat" or "gated"); unchanged for None/"none" or
     when it already is a pose fusion model (e.g. fine-tuning from a fused checkpoint)."""
-    if fusion in (None, "none") or isinstance(model, PoseFusionModel):
-        return model
+    if fusion in (None, "none") or isinstance(model, PoseFusionModel) or "keypoints" in model.extra_inputs:
+        return model  # already fused (e.g. a linear head over a fused model, fine-tuned again)
     return PoseFusionModel(model, fusion=fusion, **kwargs)

@@ -214,8 +214,8 @@ class Trainer:
         else:
             model = create_model(cfg.model, pretrained=cfg.pretrained, temperature=cfg.temperature,
                                  learn_temperature=cfg.learn_temperature, image_size=cfg.image_size)
+        model = wrap_with_pose_fusion(model, cfg.pose_fusion)  # before the head: a linear head sees the fused embedding
         model = self._fit_head(model)
-        model = wrap_with_pose_fusion(model, cfg.pose_fusion)
         model = wrap_with_hand_crops(model, cfg.hand_crops, include_full_frame=cfg.hand_full_frame)
         if cfg.freeze_image or cfg.freeze_text:
             model.freeze(image=cfg.freeze_image, text=cfg.freeze_text)
