@@ -45,11 +45,16 @@ PREDICTION_COLUMNS = ("pred_class", "pred_name", "score")
 STATUS_COLUMN = "status"
 
 
+CORES_PER_CPU_WORKER = 8
+
+
 def default_workers(device: str | torch.device = "auto") -> int:
-    """Decoding processes: min(4, cores); on the CPU one core stays with the model (so no
-    worker at all on a single core)."""
+    """Decoding processes: min(4, cores) beside a GPU. On the CPU each worker takes a whole
+    core from the model (threads_beside_workers), yet decoding and preprocessing a frame costs
+    about a tenth of the image tower's forward (0.4 ms against 4.4 ms for a 112 px frame and
+    clipmg-small on 2 idle cores): one worker per 8 cores, none below (docs/benchmarks.md)."""
     cores = os.cpu_count() or 1
-    return min(4, cores) if resolve_device(device).type == "cuda" else min(4, cores - 1)
+    return min(4, cores) if resolve_device(device).type == "cuda" else min(4, cores // CORES_PER_CPU_WORKER)
 
 
 # ------------------------------------------------------------------------- classifier
@@ -663,8 +668,8 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="image decoding processes (default: min(4, CPU cores), one fewer when the model "
-                             "runs on the CPU; 0 decodes in the main process)")
+                        help="image decoding processes (default: min(4, CPU cores) with a GPU; on the CPU one "
+                             "per 8 cores, so none below 8; 0 decodes in the main process)")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="classes listed per image (default 5)")
     parser.add_argument("--skip-missing", action="store_true",
                         help="predict the other rows when an image is missing or unreadable, and list those")
