@@ -166,3 +166,31 @@ def test_two_gloo_processes_match_one_process_first_step(tiny_train_settings, tm
         return float(next(line for line in output.splitlines() if line.startswith("LOSS")).split()[1])
 
     assert loss_of(double.stdout) == pytest.approx(loss_of(single.stdout), rel=1e-5)
+
+
+def _epoch_images(trainer, epoch: int) -> dict[int, torch.Tensor]:
+    trainer.train_sampler.set_epoch(epoch)
+    images = {}
+    for batch in trainer.train_loader:
+        for index, image in zip(batch["index"].tolist(), batch["image"]):
+            images.setdefault(index, image)
+    return images
+
+
+def test_augmentation_changes_each_epoch_and_ignores_the_number_of_workers(tiny_train_settings):
+    """Persistent workers keep their own copy of the dataset: the epoch must reach them too."""
+    from clipmg.train.trainer import Trainer
+
+    def setup(workers: int) -> Trainer:
+        trainer = Trainer(TrainConfig(**{**tiny_train_settings, "workers": workers}).validate())
+        trainer.setup()
+        return trainer
+
+    in_process, with_worker = setup(0), setup(1)
+    first, second = _epoch_images(in_process, 0), _epoch_images(in_process, 1)
+    assert set(first) == set(second)
+    assert sum(not torch.equal(first[i], second[i]) for i in first) > len(first) // 2
+    worker_first, worker_second = _epoch_images(with_worker, 0), _epoch_images(with_worker, 1)
+    for index in first:
+        torch.testing.assert_close(worker_first[index], first[index])
+        torch.testing.assert_close(worker_second[index], second[index])

@@ -90,7 +90,9 @@ class SeededSampler(torch.utils.data.Sampler):
         return mine
 
     def __iter__(self):
-        return iter(self.epoch_order()[self.skip:])
+        # The epoch travels with each index: persistent DataLoader workers hold their own copy
+        # of the dataset, so an epoch set on the main process's copy would never reach them.
+        return iter([(self.epoch, index) for index in self.epoch_order()[self.skip:]])
 
     @property
     def per_rank(self) -> int:
@@ -102,16 +104,18 @@ class SeededSampler(torch.utils.data.Sampler):
 
 class EpochSeededDataset(torch.utils.data.Dataset):
     """Seeds the augmentation of each item from (seed, epoch, index): same pixels whatever the
-    number of workers or the point a run was resumed from."""
+    number of workers or the point a run was resumed from. Keys are `(epoch, index)` pairs
+    (from `SeededSampler`)."""
 
     def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        self.dataset.transform.pipeline.set_random_seed(step_seed(self.seed, self.epoch, index))
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        self.dataset.transform.pipeline.set_random_seed(step_seed(self.seed, epoch, index))
         return self.dataset[index]
 
 
@@ -424,7 +428,6 @@ class Trainer:
         self.model.train()
         skip_batches = self.state["step_in_epoch"]
         self.train_sampler.set_epoch(epoch, skip=skip_batches * cfg.batch_size)
-        self.train_dataset.epoch = epoch
         total_batches = math.ceil(self.train_sampler.per_rank / cfg.batch_size)
         limit = cfg.max_steps_per_epoch * cfg.grad_accum if cfg.max_steps_per_epoch else None
         losses, seen, start = [], 0, time.perf_counter()
