@@ -188,6 +188,42 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
         ]
 
 
+class ImageSideWrapper(ContrastiveModel):
+    """A model around a plain image-text model (`self.inner`) that changes only the image side
+    (pose fusion, hand crops): text tower, logit scale and saved parts stay the inner model's;
+    the wrapper's own parameters are "heads"."""
+
+    wrapper_name = "this wrapper"
+
+    def __init__(self, inner: ContrastiveModel):
+        super().__init__()
+        if inner.has_classifier_head:
+            raise ModelError(f"{self.wrapper_name} wraps a model scored against class prompts; "
+                             f"{type(inner).__name__} has its own classifier head")
+        if inner.extra_inputs:
+            raise ModelError(f"{self.wrapper_name} wraps a plain image-text model; {type(inner).__name__} "
+                             f"already takes {', '.join(inner.extra_inputs)}")
+        self.inner = inner
+
+    def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
+        return self.inner.save_pretrained_parts(folder)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.inner.logit_scale
+
+    def scale(self) -> torch.Tensor:
+        return self.inner.scale()
+
+    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
+        return self.inner.encode_text(texts, normalize=normalize)
+
+    def parameter_part(self, name: str) -> str:
+        if name.startswith("inner."):
+            return self.inner.parameter_part(name[len("inner."):])
+        return HEADS
+
+
 def model_extras(model: ContrastiveModel, batch: dict, device: torch.device | None = None) -> dict:
     """The batch entries `model.extra_inputs` names, moved to `device`."""
     model = getattr(model, "module", model)  # DistributedDataParallel wraps the model

@@ -29,7 +29,7 @@ from torch import nn
 
 import clipmg.pose.fields  # noqa: F401  (registers the "keypoints" per-frame input)
 from clipmg.errors import ModelError
-from clipmg.models.base import HEADS, ContrastiveModel
+from clipmg.models.base import ContrastiveModel, ImageSideWrapper
 from clipmg.pose.keypoints import HAND_FOUND, KEYPOINT_DIM, POSE_FOUND
 
 FUSIONS = ("concat", "gated")
@@ -57,22 +57,16 @@ class KeypointEncoder(nn.Module):
         return torch.where(found, encoded, self.missing.to(encoded.dtype).expand_as(encoded))
 
 
-class PoseFusionModel(ContrastiveModel):
+class PoseFusionModel(ImageSideWrapper):
     backend = "pose_fusion"
+    wrapper_name = "pose fusion"
     extra_inputs = ("keypoints",)
 
     def __init__(self, inner: ContrastiveModel, fusion: str = "concat", pose_dim: int = DEFAULT_POSE_DIM,
                  hidden: int = DEFAULT_HIDDEN, embed_dim: int | None = None):
-        super().__init__()
         if fusion not in FUSIONS:
             raise ModelError(f"pose fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        if inner.has_classifier_head:
-            raise ModelError(f"pose fusion wrap a model scored against class prompts; {type(inner).__name__} has its "
-                             "own classifier head")
-        if inner.extra_inputs:
-            raise ModelError(f"pose fusion wraps a plain image-text model; {type(inner).__name__} already takes "
-                             f"{', '.join(inner.extra_inputs)}")
-        self.inner = inner
+        super().__init__(inner)
         self.fusion = fusion
         dim = int(embed_dim or self._image_dim(inner))
         self.pose_encoder = KeypointEncoder(pose_dim, hidden)
@@ -117,20 +111,6 @@ class PoseFusionModel(ContrastiveModel):
         return cls(inner, fusion=cfg["fusion"], pose_dim=cfg["pose_dim"], hidden=cfg["hidden"],
                    embed_dim=cfg["embed_dim"])
 
-    def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
-        return self.inner.save_pretrained_parts(folder)
-
-    # --- the inner model's scale and text tower --------------------------------------------------
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.inner.logit_scale
-
-    def scale(self) -> torch.Tensor:
-        return self.inner.scale()
-
-    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
-        return self.inner.encode_text(texts, normalize=normalize)
-
     # --- fused image side --------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True,
                      keypoints: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,11 +125,6 @@ class PoseFusionModel(ContrastiveModel):
         else:
             fused = image + torch.sigmoid(self.gate(both)) * self.pose_proj(pose)
         return nn.functional.normalize(fused, dim=-1) if normalize else fused
-
-    def parameter_part(self, name: str) -> str:
-        if name.startswith("inner."):
-            return self.inner.parameter_part(name[len("inner."):])
-        return HEADS
 
 
 def wrap_with_pose_fusion(model: ContrastiveModel, fusion: str | None, **kwargs) -> ContrastiveModel:

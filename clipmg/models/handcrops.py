@@ -30,7 +30,7 @@ from torchvision.ops import roi_align
 
 import clipmg.pose.fields  # noqa: F401  (registers the "hand_boxes" per-frame input)
 from clipmg.errors import ModelError
-from clipmg.models.base import ContrastiveModel
+from clipmg.models.base import ContrastiveModel, ImageSideWrapper
 
 MAX_HANDS = 2
 
@@ -57,25 +57,19 @@ def max_probability_log_scores(candidate_logits: torch.Tensor, valid: torch.Tens
     return log_probs.amax(dim=1)
 
 
-class HandCropModel(ContrastiveModel):
+class HandCropModel(ImageSideWrapper):
     backend = "hand_crops"
+    wrapper_name = "hand crops"
     extra_inputs = ("hand_boxes",)
     geometric_augmentation = False
 
     def __init__(self, inner: ContrastiveModel, frame_size: int | None = None, include_full_frame: bool = True):
-        super().__init__()
-        if inner.has_classifier_head:
-            raise ModelError(f"hand crops wrap a model scored against class prompts; {type(inner).__name__} has its "
-                             "own classifier head")
-        if inner.extra_inputs:
-            raise ModelError(f"hand crops wrap a plain image-text model; {type(inner).__name__} already takes "
-                             f"{', '.join(inner.extra_inputs)}")
+        super().__init__(inner)
         size = inner.preprocess_config.get("image_size", 224)
         if not isinstance(size, int):
             if len(set(size)) != 1:
                 raise ModelError(f"hand crops need a square model input, the inner model takes {size}")
             size = int(size[0])
-        self.inner = inner
         self.crop_size = int(size)
         self.frame_size = int(frame_size or 2 * size)
         self.include_full_frame = bool(include_full_frame)
@@ -92,21 +86,6 @@ class HandCropModel(ContrastiveModel):
         return cls(create_model_from_config(cfg["inner"], folder=folder), frame_size=cfg["frame_size"],
                    include_full_frame=cfg["include_full_frame"])
 
-    def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
-        return self.inner.save_pretrained_parts(folder)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.inner.logit_scale
-
-    def scale(self) -> torch.Tensor:
-        return self.inner.scale()
-
-    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
-        return self.inner.encode_text(texts, normalize=normalize)
-
-    def parameter_part(self, name: str) -> str:
-        return self.inner.parameter_part(name.removeprefix("inner."))
 
     # --- candidates: hand crops and the full frame ---------------------------------------------------
     def candidates(self, images: torch.Tensor, hand_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
