@@ -370,3 +370,14 @@ def test_config_from_another_backend(hybrid):
     with pytest.raises(ModelError, match="unknown backend"):
         create_model_from_config({"backend": "keras"})
     assert isinstance(create_model_from_config(hybrid.model_config), HybridModel)
+
+
+@pytest.mark.parametrize("name", ["openclip:clipmg-tiny", "openclip:clipmg-small-cliptext"])
+def test_text_encoding_without_padding_equals_open_clips_padded_encoding(name):
+    """encode_text cuts the padding after the longest text; a causal tower must not notice."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    texts = ["a person folding arms", "scratching head", "a photo of a tennis player touching the nose at a table"]
+    with torch.no_grad():
+        padded = model.clip.encode_text(model.tokenizer(texts), normalize=True)
+        torch.testing.assert_close(model.encode_text(texts), padded, rtol=1e-5, atol=1e-5)

@@ -274,7 +274,23 @@ class OpenClipModel(ContrastiveModel):
         if isinstance(texts, str):
             texts = [texts]
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.clip.encode_text(tokens, normalize=normalize)
+        tower = self._causal_text_tower()
+        if tower is None:
+            return self.clip.encode_text(tokens, normalize=normalize)
+        # Causal attention pooled at the end-of-text token: the padding after the longest text
+        # cannot change the result, so it is cut off (captions of ~15 tokens, not 77).
+        tokens = tokens[:, : int(self.eot_positions(tokens).max()) + 1]
+        return self.encode_text_embeddings(tower.token_embedding(tokens), self.eot_positions(tokens),
+                                           normalize=normalize)
+
+    def _causal_text_tower(self):
+        """The CLIP-style text tower when it is causal and pools at the end-of-text token, else None."""
+        try:
+            tower = self._text_tower()
+        except ModelError:
+            return None
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        return tower if tower.attn_mask is not None and pool in ("argmax", "eos") else None
 
     # --- learned prompts (clipmg.prompt_learning) ----------------------------------------------
 
