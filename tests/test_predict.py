@@ -367,5 +367,6 @@ def test_prompt_override_and_descriptions_by_class_id(checkpoint, tmp_path):
     assert changed.all()  # another template for every class
     again = Classifier.from_model(described.model, CLASS_IDS, CLASS_NAMES,
                                   PromptSet(templates=["a video frame of a person {}"]))
-    differs = ~torch.isclose(again.class_embeddings, described.class_embeddings).all(dim=1)
+    # texts are encoded without padding past the batch's longest, so equal means equal to rounding
+    differs = ~torch.isclose(again.class_embeddings, described.class_embeddings, atol=1e-5).all(dim=1)
     assert differs.tolist() == [False, True, False]  # only class id 2 has a description
