@@ -48,3 +48,21 @@ def tiny_train_settings(tiny_dataset, tmp_path) -> dict:
         "tensorboard": False,
         "seed": 1,
     }
+
+
+def _losses_fitting_one_batch(trainer, steps: int) -> list[float]:
+    """Train `steps` optimizer steps on the trainer's first batch; the losses, in order."""
+    batch = next(iter(trainer.train_loader))
+    trainer.model.train()
+    losses = []
+    for step in range(steps):
+        loss = trainer.train_step(batch, torch.Generator().manual_seed(step))
+        loss.backward()
+        trainer._optimizer_step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.fixture
+def fit_one_batch():
+    return _losses_fitting_one_batch

@@ -104,18 +104,11 @@ def test_bad_backbones_and_heads_say_what_is_wrong(tiny_train_settings):
         TrainConfig(**{**tiny_train_settings, "head": "linear", "init_head": "zeroshot"}).validate()
 
 
-def test_linear_head_loss_falls_on_one_batch(tiny_train_settings):
+def test_linear_head_loss_falls_on_one_batch(tiny_train_settings, fit_one_batch):
     trainer = Trainer(TrainConfig(**linear_settings(tiny_train_settings, scheduler="none", lr_heads=1e-2,
                                                     lr_image=1e-3)).validate())
     trainer.setup()
-    batch = next(iter(trainer.train_loader))
-    trainer.model.train()
-    losses = []
-    for step in range(10):
-        loss = trainer.train_step(batch, torch.Generator().manual_seed(step))
-        loss.backward()
-        trainer._optimizer_step()
-        losses.append(loss.item())
+    losses = fit_one_batch(trainer, 10)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

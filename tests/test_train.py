@@ -26,16 +26,9 @@ def make_trainer(settings: dict, **overrides) -> Trainer:
 
 @pytest.mark.parametrize("loss,contrast", [("ce", "classes"), ("ce", "batch"), ("js", "classes"),
                                            ("soft_ce", "batch")])
-def test_loss_falls_when_fitting_one_batch(tiny_train_settings, loss, contrast):
+def test_loss_falls_when_fitting_one_batch(tiny_train_settings, fit_one_batch, loss, contrast):
     trainer = make_trainer(tiny_train_settings, loss=loss, contrast=contrast, scheduler="none")
-    batch = next(iter(trainer.train_loader))
-    trainer.model.train()
-    losses = []
-    for step in range(15):
-        loss_value = trainer.train_step(batch, torch.Generator().manual_seed(step))
-        loss_value.backward()
-        trainer._optimizer_step()
-        losses.append(loss_value.item())
+    losses = fit_one_batch(trainer, 15)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
