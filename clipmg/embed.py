@@ -231,7 +231,7 @@ def embed_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[P
                     raise ImageError(f"{message}; {hint}, or --skip-missing to embed the other frames")
                 skipped.append((index, state, message))
             if batch["images"] is not None:
-                images = batch["images"].to(classifier.device, non_blocking=True)
+                images = classifier.prepare_images(batch["images"])
                 with classifier.autocast():
                     extras = {k: v.to(classifier.device) for k, v in batch["extras"].items()}
                     encoded = classifier.model.encode_image(images, normalize=True, **extras)

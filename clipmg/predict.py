@@ -120,7 +120,7 @@ class Classifier:
     def logits(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         """(B, C) float32 logits on the CPU for a batch of preprocessed images (and the per-frame
         `extras` the model takes, see `ContrastiveModel.extra_inputs`)."""
-        images = images.to(self.device, non_blocking=True)
+        images = self.prepare_images(images)
         extras = {key: value.to(self.device, non_blocking=True) for key, value in extras.items()}
         with self.autocast():
             logits = self.model.class_logits(images, self.class_embeddings, **extras)
@@ -131,7 +131,15 @@ class Classifier:
         return cdata.load_extra_fields(self.model.extra_inputs, paths, roots, self.config.get("train") or {})
 
     def transform(self):
-        return cdata.transform_for_model(self.preprocess, train=False)
+        """Decoded pixels -> uint8 (3, S, S); `prepare_images` normalises whole batches."""
+        return cdata.transform_for_model(self.preprocess, train=False, normalize=False)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch from `transform` (uint8) or already normalised (float) -> the model's
+        normalised float input on the device."""
+        images = images.to(self.device, non_blocking=True)
+        return cdata.normalize_images(images, self.preprocess.get("mean", cdata.OPENAI_CLIP_MEAN),
+                                      self.preprocess.get("std", cdata.OPENAI_CLIP_STD))
 
 
 def class_names_for(class_ids: list[int], names: list[str], labels, checkpoint: Path) -> list[str]:

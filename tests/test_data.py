@@ -367,6 +367,21 @@ def test_eval_transform_is_resize_center_crop_normalise():
     assert torch.allclose(out, torch.ones(3, 30, 30))
 
 
+def test_uint8_transform_normalised_on_the_batch_equals_the_normalised_transform():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(72, 128, 3), (40, 40, 3)]]
+    preprocess = {"image_size": 32, "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)}
+    normalised = transform_for_model(preprocess)
+    raw = transform_for_model(preprocess, normalize=False)
+    pixels = torch.stack([raw(image) for image in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (2, 3, 32, 32)
+    batch = raw.normalize_batch(pixels)
+    assert batch.dtype == torch.float32 and batch.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(batch, torch.stack([normalised(image) for image in images]), rtol=0, atol=1e-5)
+    # float batches are already normalised: only the layout changes
+    assert torch.equal(raw.normalize_batch(batch), batch)
+
+
 def test_train_transform_is_random():
     image = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
     transform = create_transform(32, train=True)

@@ -72,7 +72,7 @@ def test_prediction_passes_extras_to_the_model(tiny_dataset):
     scored = score_images(classifier, frames["path"].to_numpy(), np.arange(6), roots, source="t", workers=0,
                           batch_size=4)
     transform = classifier.transform()
-    images = torch.stack([transform(cdata.load_image(roots[0] / p)) for p in frames["path"]])
+    images = classifier.prepare_images(torch.stack([transform(cdata.load_image(roots[0] / p)) for p in frames["path"]]))
     shift = torch.tensor([float(len(p)) for p in frames["path"]])
     expected = model.class_logits(images, classifier.class_embeddings, shift=shift)
     torch.testing.assert_close(scored.logits, expected.detach(), rtol=1e-4, atol=1e-4)

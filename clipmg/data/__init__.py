@@ -20,6 +20,7 @@ from clipmg.data.transforms import (
     OPENAI_CLIP_STD,
     ImageTransform,
     create_transform,
+    normalize_images,
     transform_for_model,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "clean_class_name",
     "collate_frames",
     "create_transform",
+    "normalize_images",
     "default_image_root",
     "load_image",
     "load_labels",

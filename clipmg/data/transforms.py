@@ -1,4 +1,6 @@
-"""Image transforms (albumentations): uint8 (H, W, 3) array in, float32 tensor (3, S, S) out.
+"""Image transforms (albumentations): uint8 (H, W, 3) array in, float32 tensor (3, S, S) out
+(or, with `normalize=False`, a uint8 tensor that `ImageTransform.normalize_batch` finishes
+on the device: four times less to copy, and one batched operation instead of one per image).
 
 Evaluation matches CLIP / open_clip preprocessing: resize the shorter side to S, center
 crop S x S, normalise. Training takes random crops of 60-100% of the central part of the
@@ -31,13 +33,26 @@ class ImageTransform:
     `load_image(path, max_size=...)` to decode large JPEGs faster.
     """
 
-    def __init__(self, pipeline: A.Compose, image_size: tuple[int, int], decode_size: int):
+    def __init__(self, pipeline: A.Compose, image_size: tuple[int, int], decode_size: int,
+                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
+                 normalize: bool = True):
         self.pipeline = pipeline
         self.image_size = image_size
         self.decode_size = decode_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.normalize = normalize
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        return self.pipeline(image=image)["image"]
+        image = self.pipeline(image=image)["image"]
+        if self.normalize:
+            return image
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    def normalize_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """A (B, 3, H, W) batch as this transform's `normalize=True` form gives it: uint8
+        batches are scaled and normalised (in float32, channels-last, on their device);
+        float batches are taken as already normalised."""
+        return normalize_images(images, self.mean, self.std)
 
     def __repr__(self) -> str:
         return f"ImageTransform(image_size={self.image_size}, pipeline={self.pipeline})"
@@ -76,22 +91,41 @@ def create_transform(
     std: Sequence[float] = OPENAI_CLIP_STD,
     train: bool = False,
     hflip: bool = False,
+    normalize: bool = True,
 ) -> ImageTransform:
-    """The preprocessing for a model with input `image_size` (an int, or (height, width))."""
+    """The preprocessing for a model with input `image_size` (an int, or (height, width)).
+
+    With `normalize=False` the output stays uint8 (3, S, S); pass batches of it through
+    `ImageTransform.normalize_batch` (equal to the normalised form up to float rounding).
+    """
     height, width = _size_pair(image_size)
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     steps = _train_steps(height, width, mean, hflip) if train else _eval_steps(height, width)
-    pipeline = A.Compose(
-        [*steps, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
-    )
+    if normalize:
+        steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    pipeline = A.Compose(steps)
     decode_size = max(height, width)
     if train:
         decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
-    return ImageTransform(pipeline, (height, width), decode_size)
+    return ImageTransform(pipeline, (height, width), decode_size, mean, std, normalize)
+
+
+def normalize_images(images: torch.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                     std: Sequence[float] = OPENAI_CLIP_STD) -> torch.Tensor:
+    """uint8 (B, 3, H, W) pixels -> float32 normalised, channels-last (convolutions run
+    about 1.2x faster on it on the CPU, and use tensor cores on GPUs); float input is taken
+    as already normalised and only changes layout."""
+    images = images.contiguous(memory_format=torch.channels_last)
+    if images.dtype != torch.uint8:
+        return images
+    shape = (1, -1, 1, 1)
+    scale = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape) * 255.0
+    shift = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape) * 255.0
+    return images.float().sub_(shift).div_(scale)
 
 
 def transform_for_model(
-    preprocess_config: Mapping, train: bool = False, hflip: bool = False
+    preprocess_config: Mapping, train: bool = False, hflip: bool = False, normalize: bool = True
 ) -> ImageTransform:
     """`create_transform` from a model's `preprocess_config` (`image_size`, `mean`, `std`)."""
     return create_transform(
@@ -100,6 +134,7 @@ def transform_for_model(
         preprocess_config.get("std", OPENAI_CLIP_STD),
         train=train,
         hflip=hflip,
+        normalize=normalize,
     )
 
 
