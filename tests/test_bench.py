@@ -39,7 +39,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     settings = bench.BenchSettings(
         out=tmp_path / "out", models=("openclip:clipmg-tiny",), frames=64, size=32, image_size=32,
         batch_size=8, workers=0, threads=1, warmup_steps=1, max_train_steps=2, loop_images=4,
-        model_only_batches=2, memory_rows=(64, 128), work_dir=tmp_path / "work")
+        model_only_batches=2, repeats=2, memory_rows=(64, 128), work_dir=tmp_path / "work")
     results = bench.run_benchmark(settings)
 
     written = json.loads((tmp_path / "out" / bench.RESULTS_JSON).read_text())
@@ -51,6 +51,11 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, name
     assert model["training"]["open_clip_train"]["steps"] == 2  # warm-up step discarded
     assert model["inference"]["test_py"]["rows"] == 64
+    runs = model["inference"]["test_py_images_per_s_runs"]
+    assert len(runs) == 2 and model["inference"]["test_py"]["images_per_s"] == max(runs)
+    # the target loop is the original project's (open_clip's own text encoding); clipmg's is beside it
+    loops = model["inference"]["per_image_loops"]
+    assert loops.keys() == {"original", "clipmg"} and model["inference"]["per_image_loop"] == loops["original"]
     assert {model["inference"]["test_py"]["workers"], model["inference"]["test_py_other_workers"]["workers"]} == {0, 1}
     assert model["inference"]["memory"]["runs"]["128"]["rows"] == 128
     assert {t["key"] for t in model["targets"]} == {t.key for t in bench.TARGETS}
@@ -109,3 +114,23 @@ def test_update_doc_replaces_only_between_the_markers(tmp_path):
 def test_bad_settings_are_named(change, message):
     with pytest.raises(DataError, match=message):
         bench.BenchSettings(**change).validate()
+
+
+def test_original_loop_text_encoding_gives_clipmgs_class_embeddings():
+    import torch
+
+    from clipmg.models import create_model
+    from clipmg.prompts import PromptSet, build_class_embeddings
+
+    torch.manual_seed(0)
+    model = create_model("openclip:clipmg-tiny").eval()
+    encoders = bench.loop_text_encoders(model)
+    assert set(encoders) == {"original", "clipmg"}
+    stock = encoders["original"]
+    tokens = model.tokenizer(["a photo of folding arms"])
+    assert tokens.shape[1] == model.clip.context_length  # the original pads to the full context
+    names = ["Folding arms", "Scratching head", "Touching nose"]
+    with torch.no_grad():
+        original = build_class_embeddings(stock, names, PromptSet())
+        trimmed = build_class_embeddings(model, names, PromptSet())
+    torch.testing.assert_close(original, trimmed, rtol=1e-5, atol=1e-5)
