@@ -53,9 +53,9 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert model["inference"]["test_py"]["rows"] == 64
     runs = model["inference"]["test_py_images_per_s_runs"]
     assert len(runs) == 2 and model["inference"]["test_py"]["images_per_s"] == max(runs)
-    # the target loop is the original project's (open_clip's own text encoding); clipmg's is beside it
+    # the target's loop pads to the longest prompt (as the original did); stock open_clip's is beside it
     loops = model["inference"]["per_image_loops"]
-    assert loops.keys() == {"original", "clipmg"} and model["inference"]["per_image_loop"] == loops["original"]
+    assert loops.keys() == {"longest", "context"} and model["inference"]["per_image_loop"] == loops["longest"]
     assert {model["inference"]["test_py"]["workers"], model["inference"]["test_py_other_workers"]["workers"]} == {0, 1}
     assert model["inference"]["memory"]["runs"]["128"]["rows"] == 128
     assert {t["key"] for t in model["targets"]} == {t.key for t in bench.TARGETS}
@@ -90,6 +90,12 @@ def test_targets_are_computed_from_the_measurements():
                      "memory_growth": True}
 
 
+def test_demo_layout_has_imigues_classes_when_the_frames_allow():
+    assert bench.demo_layout(2000)["classes"] == 32
+    assert bench.demo_layout(2000, classes=12)["classes"] == 12
+    assert bench.demo_layout(64)["classes"] == 4  # 16 clips: 4 a class
+
+
 def test_clip_sized_text_tower_is_read_from_the_config():
     assert bench.has_clip_sized_text("openclip:clipmg-small-cliptext")
     assert not bench.has_clip_sized_text("openclip:clipmg-small")
@@ -110,13 +116,14 @@ def test_update_doc_replaces_only_between_the_markers(tmp_path):
     ({"memory_rows": (20, 10)}, "memory-rows"),
     ({"frames": 8}, "frames"),
     ({"batch_size": 0}, "batch-size"),
+    ({"classes": 33}, "classes"),
 ])
 def test_bad_settings_are_named(change, message):
     with pytest.raises(DataError, match=message):
         bench.BenchSettings(**change).validate()
 
 
-def test_original_loop_text_encoding_gives_clipmgs_class_embeddings():
+def test_both_loop_text_encodings_give_the_same_class_embeddings():
     import torch
 
     from clipmg.models import create_model
@@ -125,10 +132,10 @@ def test_original_loop_text_encoding_gives_clipmgs_class_embeddings():
     torch.manual_seed(0)
     model = create_model("openclip:clipmg-tiny").eval()
     encoders = bench.loop_text_encoders(model)
-    assert set(encoders) == {"original", "clipmg"}
-    stock = encoders["original"]
+    assert set(encoders) == {"longest", "context"} and encoders["longest"] is model
+    stock = encoders["context"]
     tokens = model.tokenizer(["a photo of folding arms"])
-    assert tokens.shape[1] == model.clip.context_length  # the original pads to the full context
+    assert tokens.shape[1] == model.clip.context_length  # stock open_clip pads to the full context
     names = ["Folding arms", "Scratching head", "Touching nose"]
     with torch.no_grad():
         original = build_class_embeddings(stock, names, PromptSet())
