@@ -8,8 +8,8 @@ measures, with the same batch size, image size, precision, data workers and thre
    for one epoch after a warm-up;
 2. test.py's images/s against a per-image loop that re-encodes every class prompt for
    every image (batch size 1), on the same checkpoint and frames: the target's loop pads
-   the prompts to the longest one, as the original project's Hugging Face tokenizer did
-   (`padding=True`; clipmg's `encode_text` gives the same embeddings); a second loop on
+   the prompts only to the longest one, the cheapest a loop can do (Hugging Face's
+   `padding=True`; clipmg's `encode_text` gives the same embeddings); a second loop on
    open_clip's own `encode_text`, which pads every prompt to the context length (77
    tokens), is reported beside it;
 3. the model-only forward throughput on random pixels (the ceiling of the data pipeline);
@@ -447,8 +447,8 @@ class StockOpenClipText:
 
 def loop_text_encoders(model) -> dict:
     """The text encodings the per-image loop is run with: `longest` (the model's own
-    `encode_text`: prompts padded to the longest one, as the original project's tokenizer
-    did; the target's loop) and, for open_clip models, `context` (open_clip's `encode_text`:
+    `encode_text`: prompts padded only to the longest one, the cheapest a loop can do; the
+    target's loop) and, for open_clip models, `context` (open_clip's `encode_text`:
     every prompt padded to the context length)."""
     encoders = {"longest": model}
     if hasattr(model, "clip") and hasattr(model, "tokenizer"):
@@ -708,7 +708,7 @@ def render_markdown(results: dict) -> str:
     row("test.py images/s with the other --workers (0: decoding in the main process)",
         lambda r, t: f"{_number(r['inference']['test_py_other_workers']['images_per_s'])} "
                      f"({r['inference']['test_py_other_workers']['workers']} workers)")
-    row("per-image loop images/s (prompts re-encoded, batch 1; padded to the longest prompt, as the original)",
+    row("per-image loop images/s (prompts re-encoded, batch 1, padded to the longest prompt)",
         lambda r, t: _number(r["inference"]["per_image_loop"]["images_per_s"]))
     row("test.py speed-up over the loop", lambda r, t: _target_cell(r["inference"]["loop_speedup"], t["loop_speedup"]))
     row("the loop on stock open_clip (prompts padded to 77 tokens) images/s", lambda r, t: _loop_cell(r, "context"))

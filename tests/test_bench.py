@@ -53,7 +53,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert model["inference"]["test_py"]["rows"] == 64
     runs = model["inference"]["test_py_images_per_s_runs"]
     assert len(runs) == 2 and model["inference"]["test_py"]["images_per_s"] == max(runs)
-    # the target's loop pads to the longest prompt (as the original did); stock open_clip's is beside it
+    # the target's loop pads only to the longest prompt; stock open_clip's (77 tokens) is beside it
     loops = model["inference"]["per_image_loops"]
     assert loops.keys() == {"longest", "context"} and model["inference"]["per_image_loop"] == loops["longest"]
     assert {model["inference"]["test_py"]["workers"], model["inference"]["test_py_other_workers"]["workers"]} == {0, 1}
