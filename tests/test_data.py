@@ -491,3 +491,112 @@ def test_check_reports_unusable_metadata_without_raising(tmp_path):
     assert not report.ok and "missing column(s) 'Video ID', 'Frame ID'" in report.errors[0]
     report = check_dataset(path, tmp_path / "missing_labels.csv")
     assert any("label file not found" in e for e in report.errors)
+
+
+# --- horizontal flips with per-frame inputs ---------------------------------------------------
+
+
+@pytest.fixture
+def flip_fields():
+    """Extra fields: "x_position" (a fraction of the width: mirrors to 1 - x), "weight" (no
+    position) and "opaque" (registered without saying how it mirrors)."""
+    from clipmg.data import extras
+
+    def loader(paths, roots, options):
+        return np.zeros(len(paths), np.float32)
+
+    extras.register_extra_field("x_position", mirror=lambda x: 1 - x)(loader)
+    extras.register_extra_field("weight", mirror=extras.position_free)(loader)
+    extras.register_extra_field("opaque")(loader)
+    yield
+    for name in ("x_position", "weight", "opaque"):
+        extras.EXTRA_FIELD_LOADERS.pop(name, None)
+        extras.EXTRA_FIELD_MIRRORS.pop(name, None)
+
+
+def noisy_dataset(tmp_path, hflip, transform=None, fields=("x_position", "weight")):
+    """The metadata of `small_dataset` over random-noise PNGs (a flip shows), and two fields."""
+    labels = write_labels(tmp_path)
+    df = read_metadata(write_csv(tmp_path / "m.csv", GOOD_ROWS), labels)
+    df["path"] = df["path"].str.replace(".jpg", ".png")
+    root = tmp_path / "training"
+    rng = np.random.default_rng(0)
+    for relative in df["path"]:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(root / relative)
+    values = {"x_position": np.linspace(0.1, 0.3, len(df), dtype=np.float32),
+              "weight": np.arange(1, len(df) + 1, dtype=np.float32),
+              "opaque": np.zeros(len(df), np.float32)}
+    transform = transform or (lambda image: torch.from_numpy(image.copy()))
+    dataset = FrameDataset(df, root, transform, class_index=load_labels(labels),
+                           extra_fields={name: values[name] for name in fields}, hflip=hflip)
+    originals = [load_image(root / p) for p in df["path"]]
+    return dataset, values, originals
+
+
+def test_hflip_flips_image_and_mirrors_the_extra_fields_together(tmp_path, flip_fields):
+    dataset, values, originals = noisy_dataset(tmp_path, hflip=True)
+    seen = set()
+    for seed in range(12):
+        for index in range(len(dataset)):
+            dataset.set_random_seed(seed * 100 + index)
+            item = dataset[index]
+            image = item["image"].numpy()
+            flipped = np.array_equal(image, originals[index][:, ::-1])
+            assert flipped or np.array_equal(image, originals[index])
+            seen.add(flipped)
+            x = values["x_position"][index]
+            assert item["x_position"].item() == pytest.approx(1 - x if flipped else x)
+            assert item["weight"].item() == values["weight"][index]  # position-free: unchanged
+    assert seen == {False, True}
+
+
+def test_hflip_decisions_repeat_under_the_same_seed_epoch_and_index(tmp_path, flip_fields):
+    from clipmg.train.trainer import EpochSeededDataset
+
+    transform = create_transform(8, train=True)
+    assert not transform.hflip  # the dataset flips, not the transform
+    dataset, values, _ = noisy_dataset(tmp_path, hflip=True, transform=transform)
+    seeded = EpochSeededDataset(dataset, seed=3)
+    decisions = []
+    for epoch in range(3):
+        for index in range(len(dataset)):
+            first, again = seeded[(epoch, index)], seeded[(epoch, index)]
+            assert torch.equal(first["image"], again["image"])  # the crop, jitter and the flip
+            assert first["x_position"] == again["x_position"]
+            decisions.append(first["x_position"].item() != pytest.approx(values["x_position"][index]))
+    assert 0 < sum(decisions) < len(decisions)  # some items flipped, some not
+    # unseeded, the flip draws from torch's generator
+    dataset.set_random_seed(None)
+    torch.manual_seed(0)
+    unseeded = [dataset[0]["x_position"].item() for _ in range(20)]
+    torch.manual_seed(0)
+    assert [dataset[0]["x_position"].item() for _ in range(20)] == unseeded and len(set(unseeded)) == 2
+
+
+def test_without_hflip_items_and_images_are_as_before(tmp_path, flip_fields):
+    transform = create_transform(8, train=True)
+    dataset, values, originals = noisy_dataset(tmp_path, hflip=False, transform=transform)
+    reference = create_transform(8, train=True)
+    for index in range(len(dataset)):
+        dataset.set_random_seed(7 + index)
+        item = dataset[index]
+        assert item["x_position"].item() == values["x_position"][index]
+        assert item["weight"].item() == values["weight"][index]
+        reference.pipeline.set_random_seed(7 + index)  # what the trainer seeded before
+        assert torch.equal(item["image"], reference(originals[index]))
+
+
+def test_hflip_refuses_inputs_it_cannot_mirror(tmp_path, flip_fields):
+    with pytest.raises(DataError, match=r"'opaque'.*no mirror function.*mirror=position_free"):
+        noisy_dataset(tmp_path, hflip=True, fields=("x_position", "opaque"))
+    noisy_dataset(tmp_path, hflip=False, fields=("x_position", "opaque"))  # no flips: nothing to mirror
+    # a transform that flips on its own would leave positions unmirrored
+    flipping = create_transform(8, train=True, hflip=True)
+    assert flipping.hflip and any(type(step).__name__ == "HorizontalFlip" for step in flipping.pipeline.transforms)
+    with pytest.raises(DataError, match=r"flips images by itself.*'x_position'.*hflip=True to FrameDataset"):
+        noisy_dataset(tmp_path, hflip=False, transform=flipping)
+    with pytest.raises(DataError, match="'opaque'"):
+        noisy_dataset(tmp_path, hflip=False, transform=flipping, fields=("opaque",))
+    noisy_dataset(tmp_path, hflip=False, transform=flipping, fields=("weight",))  # position-free: fine
+    noisy_dataset(tmp_path, hflip=False, transform=flipping, fields=())

@@ -209,3 +209,59 @@ def test_linear_head_sits_over_the_fused_embedding(tiny_train_settings, syntheti
     with torch.no_grad():
         assert not torch.allclose(trainer.model.class_logits(x, None, keypoints=keypoints),
                                   trainer.model.class_logits(x, None, keypoints=keypoints.flip(0)))
+
+
+def test_hflip_training_mirrors_the_keypoints_of_the_frames_it_flips(tiny_train_settings, synthetic_keypoint_loader):
+    """With --hflip, the training items of a fused model are replayed from their seeds: each is
+    either the plain frame with its keypoints or the flipped frame with the mirrored keypoints."""
+    from clipmg.pose.keypoints import mirror_keypoints
+    from clipmg.train import TrainConfig
+    from clipmg.train.trainer import Trainer, step_seed
+
+    settings = {**tiny_train_settings, "pose_fusion": "concat", "hflip": True, "epochs": 1}
+    trainer = Trainer(TrainConfig(**settings).validate())
+    trainer.setup()
+    dataset = trainer.train_dataset.dataset
+    assert dataset.hflip and not dataset.transform.hflip  # the dataset flips, the transform does not
+    assert not any(type(step).__name__ == "HorizontalFlip" for step in dataset.transform.pipeline.transforms)
+    keypoints = dataset.extra_fields["keypoints"]
+    flips = []
+    for index in range(len(dataset)):
+        plain, mirrored = keypoints[index], mirror_keypoints(keypoints[index])
+        if np.array_equal(plain, mirrored):
+            continue  # nobody found: a flip leaves these keypoints as they are
+        item = trainer.train_dataset[(0, index)]
+        flipped = not np.array_equal(item["keypoints"].numpy(), plain)
+        if flipped:
+            np.testing.assert_array_equal(item["keypoints"].numpy(), mirrored)
+        image = cdata.load_image(dataset.paths[index], max_size=dataset.decode_size)
+        dataset.transform.pipeline.set_random_seed(step_seed(trainer.cfg.seed, 0, index))
+        expected = dataset.transform(np.ascontiguousarray(image[:, ::-1]) if flipped else image)
+        assert torch.equal(item["image"], expected)
+        flips.append(flipped)
+    assert 0 < sum(flips) < len(flips)
+
+
+def test_hand_crop_training_still_ignores_hflip(tiny_train_settings, monkeypatch):
+    """Hand boxes could be mirrored now, but the hand-crop model trains on the evaluation
+    geometry as before: no flips, even with --hflip."""
+    from clipmg.train import TrainConfig
+    from clipmg.train.trainer import Trainer
+
+    def fake_boxes(paths, roots, options):
+        boxes = np.zeros((len(paths), 2, 5), dtype=np.float32)
+        boxes[:, 0] = [0.1, 0.2, 0.4, 0.5, 1.0]
+        return boxes
+
+    monkeypatch.setitem(cdata.EXTRA_FIELD_LOADERS, "hand_boxes", fake_boxes)
+    settings = {**tiny_train_settings, "hand_crops": True, "hflip": True, "epochs": 1}
+    trainer = Trainer(TrainConfig(**settings).validate())
+    trainer.setup()
+    dataset = trainer.train_dataset.dataset
+    assert not dataset.hflip and not dataset.transform.hflip
+    eval_transform = cdata.transform_for_model(trainer.preprocess, train=False)
+    for index in range(4):
+        item = trainer.train_dataset[(0, index)]
+        np.testing.assert_array_equal(item["hand_boxes"].numpy(), fake_boxes(["x"], [], {})[0])
+        image = cdata.load_image(dataset.paths[index], max_size=dataset.decode_size)
+        assert torch.equal(item["image"], eval_transform(image))

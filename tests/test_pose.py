@@ -236,3 +236,176 @@ def test_extract_command_and_the_comparison_rows(tiny_dataset, tmp_path):
     for column in ("top1", "top5", "balanced_accuracy", "clip_top1"):
         assert table[column].between(0, 1).all()
     assert len(kcache.KeypointCache(tmp_path / "kp").table()) == 32  # every frame now cached
+
+
+# ----------------------------------------------------------------- horizontal flips
+def found_keypoints(seed: int = 0, aspect: float = 4 / 3) -> np.ndarray:
+    """A vector with a found pose and a found "Left" hand (slot 0); the "Right" hand is missing."""
+    rng = np.random.default_rng(seed)
+    vector = empty_keypoints(aspect)
+    vector[POSE] = rng.uniform(0.05, 0.95, POSE.stop - POSE.start)
+    vector[POSE_FOUND] = 1.0
+    synthetic_hand(vector, 0, (0.20, 0.30), (0.50, 0.65))
+    vector[HANDS[0]] += rng.uniform(0, 0.01, HANDS[0].stop - HANDS[0].start).astype(np.float32)
+    return vector
+
+
+def test_mirrored_keypoints_swap_sides_map_x_to_one_minus_x_and_undo_themselves():
+    from clipmg.pose.keypoints import hand_landmarks, mirror_keypoints, pose_landmarks
+
+    vector = found_keypoints()
+    before = vector.copy()
+    mirrored = mirror_keypoints(vector)
+    np.testing.assert_array_equal(vector, before)  # a new array; the input is left alone
+    pose, flipped = pose_landmarks(vector), pose_landmarks(mirrored)
+    one = np.float32(1)
+    # the person's left shoulder (11) is where the right one (12) was, mirrored; z, visibility travel
+    np.testing.assert_array_equal(flipped[11], [one - pose[12, 0], *pose[12, 1:]])
+    np.testing.assert_array_equal(flipped[12], [one - pose[11, 0], *pose[11, 1:]])
+    np.testing.assert_array_equal(flipped[0], [one - pose[0, 0], *pose[0, 1:]])  # the nose stays
+    np.testing.assert_array_equal(flipped[9], [one - pose[10, 0], *pose[10, 1:]])  # mouth_left <- mouth_right
+    # the found "Left" hand becomes the "Right" one, mirrored; the missing slot stays missing, zeros
+    assert mirrored[HAND_FOUND[1]] == 1 and mirrored[HAND_FOUND[0]] == 0
+    np.testing.assert_array_equal(hand_landmarks(mirrored, 1)[:, 0], one - hand_landmarks(vector, 0)[:, 0])
+    np.testing.assert_array_equal(hand_landmarks(mirrored, 1)[:, 1:], hand_landmarks(vector, 0)[:, 1:])
+    assert not mirrored[HANDS[0]].any()
+    assert mirrored[POSE_FOUND] == 1 and mirrored[ASPECT] == vector[ASPECT]  # the aspect ratio is unchanged
+    # twice is the identity (up to the rounding of 1 - (1 - x) in float32)
+    np.testing.assert_allclose(mirror_keypoints(mirrored), vector, rtol=0, atol=1e-7)
+    # rows of a batch mirror like single vectors
+    batch = np.stack([vector, found_keypoints(1)])
+    np.testing.assert_array_equal(mirror_keypoints(batch), np.stack([mirrored, mirror_keypoints(batch[1])]))
+
+
+def test_missing_parts_stay_exactly_as_they_are_when_mirrored():
+    from clipmg.pose.keypoints import mirror_keypoints
+
+    nobody = empty_keypoints(1.5)
+    np.testing.assert_array_equal(mirror_keypoints(nobody), nobody)  # zeros are not turned into x = 1
+    hands_only = found_keypoints()
+    hands_only[POSE] = 0.0
+    hands_only[POSE_FOUND] = 0.0
+    mirrored = mirror_keypoints(hands_only)
+    assert not mirrored[POSE].any() and mirrored[POSE_FOUND] == 0
+    # a pose block MediaPipe flagged as not found is left untouched, whatever its values
+    flagged_off = found_keypoints()
+    flagged_off[POSE_FOUND] = 0.0
+    np.testing.assert_array_equal(mirror_keypoints(flagged_off)[POSE], flagged_off[POSE])
+
+
+def test_pose_mirror_pairs_are_mediapipes_left_and_right_landmarks():
+    from clipmg.pose.keypoints import POSE_LANDMARK_NAMES, POSE_MIRROR
+
+    pairs = {(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)} | {(i, i + 1) for i in range(11, 33, 2)}
+    expected = {0: 0} | {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    assert POSE_MIRROR == tuple(expected[i] for i in range(33))
+    for index, partner in enumerate(POSE_MIRROR):
+        name = POSE_LANDMARK_NAMES[index]
+        assert POSE_LANDMARK_NAMES[partner] == name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
+def test_pose_landmark_names_are_mediapipes():
+    mediapipe = pytest.importorskip("mediapipe")
+    from clipmg.pose.keypoints import POSE_LANDMARK_NAMES
+
+    landmarks = sorted(mediapipe.solutions.pose.PoseLandmark, key=lambda landmark: landmark.value)
+    assert tuple(landmark.name.lower() for landmark in landmarks) == POSE_LANDMARK_NAMES
+
+
+def test_mirrored_hand_boxes_are_the_boxes_of_the_mirrored_keypoints():
+    from clipmg.pose.hands import mirror_hand_boxes
+    from clipmg.pose.keypoints import mirror_keypoints
+
+    vector = empty_keypoints(aspect=2.0)
+    synthetic_hand(vector, 0, (0.40, 0.45), (0.40, 0.60))
+    vectors = np.stack([vector, found_keypoints(2, aspect=0.75), empty_keypoints(1.0)])
+    boxes = hand_boxes_for_model(vectors)
+    mirrored = mirror_hand_boxes(boxes)
+    np.testing.assert_allclose(mirrored, hand_boxes_for_model(mirror_keypoints(vectors)), rtol=0, atol=1e-6)
+    # slot 0's box (x 0.3 .. 0.55 of the square view, say) is now slot 1's, at 1 - x1 .. 1 - x0
+    np.testing.assert_array_equal(mirrored[0, 1], [1 - boxes[0, 0, 2], boxes[0, 0, 1], 1 - boxes[0, 0, 0],
+                                                   boxes[0, 0, 3], 1])
+    assert not mirrored[0, 0].any() and not mirrored[2].any()  # missing boxes stay zeros
+    np.testing.assert_allclose(mirror_hand_boxes(mirrored), boxes, rtol=0, atol=1e-7)
+
+
+def marked_frame(root: Path, name: str, marks: dict, size=(48, 64)) -> str:
+    """A black PNG with a 3 x 3 block of `colour` centred on each `(x, y)` pixel of `marks`."""
+    pixels = np.zeros((*size, 3), dtype=np.uint8)
+    for (x, y), colour in marks.items():
+        pixels[y - 1:y + 2, x - 1:x + 2] = colour
+    Image.fromarray(pixels).save(root / name)
+    return name
+
+
+def pixel_of(landmark: np.ndarray, height: int, width: int) -> tuple[int, int]:
+    """(row, column) of the pixel whose centre is at normalised (x, y): x = (column + 0.5) / width."""
+    return round(float(landmark[1]) * height - 0.5), round(float(landmark[0]) * width - 0.5)
+
+
+def test_a_flipped_frame_has_its_mirrored_keypoints_on_the_marks(tmp_path):
+    """The wrist keypoint labelled left is painted red, the right one green. In a flipped item
+    the keypoints must sit on the marks of the flipped image: the left-wrist keypoint on the
+    green wrist (a mirrored right arm is a left arm, as MediaPipe would label it), the right one
+    on red; in a plain item they stay on their own colours."""
+    import pandas as pd
+    import torch
+
+    import clipmg.pose.fields  # noqa: F401  (registers the "keypoints" field and its mirror)
+    from clipmg.pose.keypoints import pose_landmarks
+
+    height, width = 48, 64
+    red, green = (255, 0, 0), (0, 255, 0)
+    vector = found_keypoints()
+    left_wrist, right_wrist = (10, 30), (45, 12)  # pixel (x, y)
+    for landmark, (x, y) in ((15, left_wrist), (16, right_wrist)):
+        vector[POSE.start + 4 * landmark:POSE.start + 4 * landmark + 2] = [(x + 0.5) / width, (y + 0.5) / height]
+    name = marked_frame(tmp_path, "frame.png", {left_wrist: red, right_wrist: green})
+    original = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+    frames = pd.DataFrame({"path": [name], "class_id": [1]})
+    dataset = cdata.FrameDataset(frames, tmp_path, lambda image: torch.from_numpy(image.copy()),
+                                 extra_fields={"keypoints": vector[None]}, hflip=True)
+    flips = set()
+    for seed in range(8):
+        dataset.set_random_seed(seed)
+        item = dataset[0]
+        image, landmarks = item["image"].numpy(), pose_landmarks(item["keypoints"].numpy())
+        flipped = np.array_equal(image, original[:, ::-1])
+        assert flipped or np.array_equal(image, original)
+        flips.add(flipped)
+        left_colour, right_colour = (green, red) if flipped else (red, green)
+        assert tuple(image[pixel_of(landmarks[15], height, width)]) == left_colour
+        assert tuple(image[pixel_of(landmarks[16], height, width)]) == right_colour
+    assert flips == {False, True}  # both flipped and plain items were checked
+
+
+def test_mediapipe_on_a_flipped_real_frame_finds_the_mirrored_keypoints():
+    """The mirror mapping as MediaPipe sees it: keypoints extracted from a flipped frame are the
+    mirrored keypoints of the frame (left and right swapped, hands relabelled)."""
+    pytest.importorskip("mediapipe")
+    from clipmg.pose.keypoints import (
+        KeypointExtractor,
+        hand_landmarks,
+        mirror_keypoints,
+        pose_landmarks,
+    )
+
+    frames = sample_frames(every=12)
+    with KeypointExtractor() as extractor:
+        plain = np.stack([extractor.extract(pixels) for _, pixels in frames])
+        flipped = np.stack([extractor.extract(np.ascontiguousarray(pixels[:, ::-1])) for _, pixels in frames])
+    mirrored = mirror_keypoints(plain)
+    assert (plain[:, POSE_FOUND] == 1).all() and (flipped[:, POSE_FOUND] == 1).all()
+    error = np.median(np.abs(pose_landmarks(mirrored)[..., :2] - pose_landmarks(flipped)[..., :2]), axis=(1, 2))
+    only_x = pose_landmarks(plain).copy()
+    only_x[..., 0] = 1 - only_x[..., 0]  # mirrored without swapping left and right
+    unswapped = np.median(np.abs(only_x[..., :2] - pose_landmarks(flipped)[..., :2]), axis=(1, 2))
+    assert (error < 0.03).all() and (error < unswapped).all(), (error, unswapped)
+    # measured: 0.006-0.019 swapped, 0.026-0.145 unswapped
+    matched = 0
+    for slot in (0, 1):
+        both = (mirrored[:, HAND_FOUND[slot]] == 1) & (flipped[:, HAND_FOUND[slot]] == 1)
+        difference = np.abs(hand_landmarks(mirrored[both], slot) - hand_landmarks(flipped[both], slot))[..., :2]
+        assert (np.median(difference, axis=(1, 2)) < 0.01).all()
+        matched += int(both.sum())
+    assert matched >= 0.7 * mirrored[:, list(HAND_FOUND)].sum()  # most hands keep their (swapped) label

@@ -11,10 +11,16 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from clipmg.data.extras import extra_field_mirror, position_free
 from clipmg.data.images import load_image
 from clipmg.data.labels import class_index_map
 from clipmg.errors import DataError, ImageError
 from clipmg.utils import logger
+
+#: Mixed into the flip generator's seed: the flips draw from a stream of their own, not the
+#: transform's (albumentations seeds each of its steps with the same seed, so a draw from
+#: `default_rng(seed)` would repeat one of theirs).
+FLIP_STREAM = 0x68666C6970  # "hflip"
 
 
 class FrameDataset(Dataset):
@@ -31,6 +37,17 @@ class FrameDataset(Dataset):
     With `skip_bad_images`, an image that cannot be read is logged and the item is None
     (`collate_frames` drops it; count skips from the batch sizes, as workers cannot share a
     counter). Otherwise the ImageError, naming the file and metadata row, propagates.
+
+    With `hflip`, each item is flipped horizontally with probability 1/2: the decoded image
+    before the transform (the transform's crops, rotation and jitter are symmetric, so this is
+    as random as flipping after them), and every extra field's row through the field's
+    registered mirror function (`clipmg.data.extras`: keypoints are mirrored, position-free
+    fields unchanged), so the image and its keypoints always agree. A field with no registered
+    mirror is a DataError here, as is a transform that flips by itself while extra fields that
+    are positions ride along (they would not be mirrored).
+    The flip is drawn from `set_random_seed`'s seed (on a stream of its own, so it is
+    independent of the transform's draws) or, unseeded, from torch's generator (which DataLoader
+    seeds per worker).
     """
 
     def __init__(
@@ -41,6 +58,7 @@ class FrameDataset(Dataset):
         skip_bad_images: bool = False,
         class_index: Mapping[int, int] | Iterable[int] | None = None,
         extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+        hflip: bool = False,
     ):
         self.image_root = Path(image_root)
         self.transform = transform
@@ -50,6 +68,10 @@ class FrameDataset(Dataset):
         self.rows = df["row"].to_numpy() if "row" in df else np.arange(2, len(df) + 2)
         self.class_indices = self._map_class_ids(df)
         self.extra_fields = check_extra_fields(extra_fields or {}, len(df))
+        self.hflip = bool(hflip)
+        self.mirrors = {key: extra_field_mirror(key) for key in self.extra_fields} if self.hflip else {}
+        check_transform_flips(transform, self.extra_fields)
+        self._flip_rng: np.random.Generator | None = None
         # Decode JPEGs only as large as the transform needs (see load_image's max_size).
         self.decode_size = getattr(transform, "decode_size", None)
 
@@ -63,6 +85,19 @@ class FrameDataset(Dataset):
                 f"among the model's classes {sorted(self.class_index)}"
             )
         return np.array([self.class_index[int(i)] for i in ids], dtype=np.int64)
+
+    def set_random_seed(self, seed: int | None) -> None:
+        """Seed the augmentation of the next items: the transform's albumentations pipeline
+        and the flips (None: unseeded again)."""
+        pipeline = getattr(self.transform, "pipeline", None)
+        if hasattr(pipeline, "set_random_seed"):
+            pipeline.set_random_seed(seed)
+        self._flip_rng = None if seed is None else np.random.default_rng([FLIP_STREAM, int(seed) % 2**63])
+
+    def _draw_flip(self) -> bool:
+        if self._flip_rng is None:
+            return bool(torch.rand(()).item() < 0.5)
+        return bool(self._flip_rng.random() < 0.5)
 
     @property
     def num_classes(self) -> int:
@@ -79,13 +114,19 @@ class FrameDataset(Dataset):
                 raise ImageError(f"{error} (metadata row {self.rows[index]})") from error
             logger.warning("skipping a bad image: %s", error)
             return None
+        flip = self.hflip and self._draw_flip()
+        if flip:
+            image = np.ascontiguousarray(image[:, ::-1])
         item = {
             "image": self.transform(image),
             "class_index": int(self.class_indices[index]),
             "index": int(index),
         }
         for key, values in self.extra_fields.items():
-            item[key] = torch.as_tensor(values[index])
+            row = values[index]
+            if flip:
+                row = self.mirrors[key](np.asarray(row))
+            item[key] = torch.as_tensor(row)
         return item
 
 
@@ -97,6 +138,24 @@ def check_extra_fields(fields: Mapping[str, np.ndarray | torch.Tensor], rows: in
         if len(values) != rows:
             raise DataError(f"extra field {key!r} has {len(values)} rows; the metadata has {rows}")
     return dict(fields)
+
+
+def check_transform_flips(transform, fields: Mapping) -> None:
+    """A DataError if `transform` flips images by itself (`create_transform(hflip=True)`) while
+    extra fields that are image positions, or may be, come with them unmirrored."""
+    if not getattr(transform, "hflip", False):
+        return
+    positional = []
+    for key in fields:
+        try:
+            if extra_field_mirror(key) is not position_free:
+                positional.append(key)
+        except DataError:
+            positional.append(key)
+    if positional:
+        raise DataError(f"the image transform flips images by itself, which would leave the per-frame "
+                        f"{', '.join(map(repr, positional))} inputs unmirrored: create it without hflip "
+                        f"and pass hflip=True to FrameDataset, which mirrors them with the image")
 
 
 def collate_frames(items: list[dict | None]) -> dict | None:

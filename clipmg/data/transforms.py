@@ -97,6 +97,11 @@ def create_transform(
 
     With `normalize=False` the output stays uint8 (3, S, S); pass batches of it through
     `ImageTransform.normalize_batch` (equal to the normalised form up to float rounding).
+
+    `hflip` adds random horizontal flips to a training transform, for images alone. Frames with
+    per-frame inputs that are image positions (keypoints) must be flipped by the dataset instead
+    (`FrameDataset(..., hflip=True)`), which mirrors those inputs with the image; it refuses a
+    transform that flips on its own (the transform's `hflip` attribute says whether it does).
     """
     height, width = _size_pair(image_size)
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
@@ -107,7 +112,9 @@ def create_transform(
     decode_size = max(height, width)
     if train:
         decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
-    return ImageTransform(pipeline, (height, width), decode_size, mean, std, normalize)
+    transform = ImageTransform(pipeline, (height, width), decode_size, mean, std, normalize)
+    transform.hflip = bool(train and hflip)
+    return transform
 
 
 def normalize_images(images: torch.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,

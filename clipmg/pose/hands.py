@@ -6,6 +6,8 @@ image. Boxes are given in the coordinates of the model's square input view: eval
 preprocessing resizes the shorter side and takes the centre square, so a box in image fractions
 (x / width, y / height) is mapped into that square using the frame's aspect ratio, which the
 keypoint vector records.
+
+A horizontal flip of the frame maps the boxes with `mirror_hand_boxes`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipmg.errors import ModelError
 from clipmg.pose.keypoints import ASPECT, HAND_FOUND, hand_landmarks
 
 DEFAULT_MARGIN = 0.3
@@ -62,6 +65,23 @@ def hand_boxes_for_model(vectors: np.ndarray, margin: float = DEFAULT_MARGIN) ->
     """(N, 2, 5) boxes in the square model view, from keypoint vectors."""
     vectors = np.asarray(vectors, dtype=np.float32)
     return image_boxes_to_square_view(hand_boxes_in_image(vectors, margin), vectors[:, ASPECT])
+
+
+def mirror_hand_boxes(boxes: np.ndarray) -> np.ndarray:
+    """The (..., 2, 5) boxes of the horizontally flipped frame (a new array): x0, x1 of a valid
+    box become 1 - x1, 1 - x0 (the centre square of the view mirrors onto itself), y is unchanged,
+    and the two slots swap, as the hands' slots do in `mirror_keypoints` (slot k is the hand of
+    keypoint slot k). Invalid boxes stay zeros. Equal to `hand_boxes_for_model` of the mirrored
+    keypoints."""
+    source = np.asarray(boxes)
+    if source.shape[-2:] != (2, BOX_VALUES):
+        raise ModelError(f"hand boxes are (..., 2, {BOX_VALUES}), got shape {source.shape}")
+    mirrored = source[..., ::-1, :].copy()
+    valid = mirrored[..., 4] > 0.5
+    x0, x1 = mirrored[..., 0].copy(), mirrored[..., 2].copy()
+    mirrored[..., 0] = np.where(valid, 1 - x1, x0)
+    mirrored[..., 2] = np.where(valid, 1 - x0, x1)
+    return mirrored
 
 
 def hand_boxes_for_paths(paths: Sequence[str], roots: Sequence[Path], options: Mapping | None = None) -> np.ndarray:

@@ -18,6 +18,8 @@ to the wrist):
 
 MediaPipe's handedness assumes a mirrored (selfie) image: on an ordinary frame its "Left" is
 usually the person's right hand. Parts not found are zeros.
+
+A horizontal flip of the frame maps the vector with `mirror_keypoints` (see there).
 """
 
 from __future__ import annotations
@@ -43,6 +45,28 @@ POSE_FOUND = HANDS[1].stop
 HAND_FOUND = (POSE_FOUND + 1, POSE_FOUND + 2)
 ASPECT = POSE_FOUND + 3
 KEYPOINT_DIM = ASPECT + 1
+
+#: MediaPipe Pose's landmarks in index order (`mediapipe.solutions.pose.PoseLandmark`, lower case).
+#: "left" and "right" are the person's own sides.
+POSE_LANDMARK_NAMES = (
+    "nose",
+    "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+
+
+def _mirror_partners(names: tuple[str, ...]) -> tuple[int, ...]:
+    """For each landmark, the index of its left/right partner (itself for the nose)."""
+    swap = {"left": "right", "right": "left"}
+    return tuple(names.index("_".join(swap.get(word, word) for word in name.split("_"))) for name in names)
+
+
+#: POSE_MIRROR[i]: the landmark that lands where landmark i was after a horizontal flip.
+POSE_MIRROR = _mirror_partners(POSE_LANDMARK_NAMES)
 
 INSTALL_HINT = ("install the pose extra: `bash scripts/install.sh pose` or "
                 f"`pip install -c constraints.txt -e .[pose]` (mediapipe=={MEDIAPIPE_VERSION})")
@@ -76,6 +100,51 @@ def pose_landmarks(vector: np.ndarray) -> np.ndarray:
 def hand_landmarks(vector: np.ndarray, hand: int) -> np.ndarray:
     """(..., 21, 3) x, y, z of hand slot 0 ("Left") or 1 ("Right")."""
     return vector[..., HANDS[hand]].reshape(*vector.shape[:-1], HAND_LANDMARKS, HAND_VALUES)
+
+
+def mirror_keypoints(vectors: np.ndarray) -> np.ndarray:
+    """The keypoint vector(s) (..., KEYPOINT_DIM) of the horizontally flipped frame (a new array).
+
+    What a flip does to each part of the layout:
+
+    - x of every landmark of a found part becomes 1 - x (x is a fraction of the width; values
+      outside [0, 1], landmarks MediaPipe places beyond the border, mirror the same way); y, z and
+      pose visibility are unchanged and travel with their landmark;
+    - pose: the person's left side is seen as their right side, so each landmark takes its
+      partner's place (`POSE_MIRROR`: left_eye <-> right_eye, ..., mouth_left <-> mouth_right,
+      left_shoulder <-> right_shoulder, ...; the nose stays);
+    - hands: MediaPipe labels a hand from its shape, and a mirrored right hand is a left hand, so
+      the "Left" and "Right" blocks swap together with their found flags (HAND_FOUND); the 21
+      landmarks within a hand have no sides and keep their order;
+    - parts not found (flag 0; zeros as extracted) keep their values exactly: only found parts
+      are mirrored (a hand not found still changes slot: the missing "Left" hand becomes the
+      missing "Right" one);
+    - POSE_FOUND and ASPECT (width / height) do not change.
+
+    Mirroring twice gives the vector back (up to float rounding of 1 - (1 - x)).
+    """
+    source = np.asarray(vectors)
+    if source.shape[-1] != KEYPOINT_DIM:
+        raise ModelError(f"keypoint vectors have {KEYPOINT_DIM} values, got shape {source.shape}")
+    mirrored = source.copy()
+    lead = source.shape[:-1]
+    pose = pose_landmarks(source)
+    mirrored[..., POSE] = np.where(source[..., POSE_FOUND, None, None] > 0.5,
+                                   _mirror_x(pose[..., list(POSE_MIRROR), :]), pose).reshape(*lead, -1)
+    for slot in (0, 1):
+        other = 1 - slot
+        hand = hand_landmarks(source, other)
+        mirrored[..., HANDS[slot]] = np.where(source[..., HAND_FOUND[other], None, None] > 0.5,
+                                              _mirror_x(hand), hand).reshape(*lead, -1)
+        mirrored[..., HAND_FOUND[slot]] = source[..., HAND_FOUND[other]]
+    return mirrored
+
+
+def _mirror_x(landmarks: np.ndarray) -> np.ndarray:
+    """(..., L, values) landmarks with x (value 0) replaced by 1 - x."""
+    landmarks = landmarks.copy()
+    landmarks[..., 0] = 1 - landmarks[..., 0]
+    return landmarks
 
 
 def person_found(vectors: np.ndarray) -> np.ndarray:

@@ -115,7 +115,7 @@ class EpochSeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        self.dataset.transform.pipeline.set_random_seed(step_seed(self.seed, epoch, index))
+        self.dataset.set_random_seed(step_seed(self.seed, epoch, index))
         return self.dataset[index]
 
 
@@ -272,15 +272,18 @@ class Trainer:
             self.text_labels = torch.arange(len(names)).repeat_interleave(self.templates_per_class)
             self.sample_text = self.train_targets * self.templates_per_class
 
-    def _transform(self, train: bool):
+    def _augments(self, train: bool) -> bool:
         # A model whose per-frame inputs are image positions (hand boxes) needs the frames uncropped.
-        train = train and getattr(self.model, "geometric_augmentation", True)
-        return cdata.transform_for_model(self.preprocess, train=train, hflip=self.cfg.hflip and train)
+        return train and getattr(self.model, "geometric_augmentation", True)
+
+    def _transform(self, train: bool):
+        return cdata.transform_for_model(self.preprocess, train=self._augments(train))
 
     def _dataset(self, df: pd.DataFrame, train: bool):
+        # The dataset flips (not the transform), mirroring the per-frame inputs (keypoints) with the image.
         return cdata.FrameDataset(df, self.image_root, self._transform(train),
                                   skip_bad_images=self.cfg.skip_bad_images, class_index=self.classes.index_of,
-                                  extra_fields=self._extra_fields(df))
+                                  extra_fields=self._extra_fields(df), hflip=self.cfg.hflip and self._augments(train))
 
     def _extra_fields(self, df: pd.DataFrame) -> dict:
         """Per-frame inputs the model takes besides the image (its `extra_inputs`)."""
