@@ -382,6 +382,24 @@ def test_uint8_transform_normalised_on_the_batch_equals_the_normalised_transform
     assert torch.equal(raw.normalize_batch(batch), batch)
 
 
+def test_seeded_train_steps_draw_independently():
+    transform = create_transform(32, train=True)
+    first_draws = []
+    for seed in range(300):
+        transform.set_random_seed(seed)
+        first_draws.append([step.py_random.random() for step in transform.pipeline.transforms])
+    draws = np.array(first_draws)  # (seeds, steps): each step's apply/parameter draw
+    assert len(set(draws[0])) == draws.shape[1]  # one seed for all steps made these equal
+    correlation = np.corrcoef(draws.T)
+    off_diagonal = correlation[~np.eye(len(correlation), dtype=bool)]
+    assert np.abs(off_diagonal).max() < 0.25
+    transform.set_random_seed(5)
+    image = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    first = transform(image)
+    transform.set_random_seed(5)
+    assert torch.equal(first, transform(image))  # still reproducible under a seed
+
+
 def test_train_transform_is_random():
     image = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
     transform = create_transform(32, train=True)
@@ -583,7 +601,7 @@ def test_without_hflip_items_and_images_are_as_before(tmp_path, flip_fields):
         item = dataset[index]
         assert item["x_position"].item() == values["x_position"][index]
         assert item["weight"].item() == values["weight"][index]
-        reference.pipeline.set_random_seed(7 + index)  # what the trainer seeded before
+        reference.set_random_seed(7 + index)  # what the trainer seeds
         assert torch.equal(item["image"], reference(originals[index]))
 
 

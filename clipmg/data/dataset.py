@@ -89,9 +89,8 @@ class FrameDataset(Dataset):
     def set_random_seed(self, seed: int | None) -> None:
         """Seed the augmentation of the next items: the transform's albumentations pipeline
         and the flips (None: unseeded again)."""
-        pipeline = getattr(self.transform, "pipeline", None)
-        if hasattr(pipeline, "set_random_seed"):
-            pipeline.set_random_seed(seed)
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
         self._flip_rng = None if seed is None else np.random.default_rng([FLIP_STREAM, int(seed) % 2**63])
 
     def _draw_flip(self) -> bool:

@@ -24,6 +24,7 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TRAIN_CROP_SCALE = (0.6, 1.0)
 TRAIN_CROP_RATIO = (0.8, 1.25)
 MAX_ROTATION_DEGREES = 10
+PIPELINE_STREAM = 0x5EED  # keeps the per-step seeds apart from other streams drawn from the same seed
 
 
 class ImageTransform:
@@ -47,6 +48,21 @@ class ImageTransform:
         if self.normalize:
             return image
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    def set_random_seed(self, seed: int | None) -> None:
+        """Seed the pipeline's draws, each step from a stream of its own.
+
+        albumentations' `Compose.set_random_seed` hands every step the same seed, so their
+        draws would move together (crop scale with rotation angle with jitter; Affine and
+        ColorJitter always applied together).
+        """
+        self.pipeline.set_random_seed(seed)
+        if seed is None:
+            return
+        streams = np.random.SeedSequence([PIPELINE_STREAM, int(seed) % 2**63]).generate_state(
+            len(self.pipeline.transforms), dtype=np.uint32)
+        for step, step_seed in zip(self.pipeline.transforms, streams):
+            step.set_random_seed(int(step_seed))
 
     def normalize_batch(self, images: torch.Tensor) -> torch.Tensor:
         """A (B, 3, H, W) batch as this transform's `normalize=True` form gives it: uint8
