@@ -1,6 +1,6 @@
 """Image transforms (albumentations): uint8 (H, W, 3) array in, float32 tensor (3, S, S) out
-(or, with `normalize=False`, a uint8 tensor that `ImageTransform.normalize_batch` finishes
-on the device: four times less to copy, and one batched operation instead of one per image).
+(or, with `normalize=False`, a uint8 tensor that `normalize_images` finishes per batch on
+the device: four times less to copy, and one batched operation instead of one per image).
 
 Evaluation matches CLIP / open_clip preprocessing: resize the shorter side to S, center
 crop S x S, normalise. Training takes random crops of 60-100% of the central part of the
@@ -35,12 +35,10 @@ class ImageTransform:
     """
 
     def __init__(self, pipeline: A.Compose, image_size: tuple[int, int], decode_size: int,
-                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
                  normalize: bool = True):
         self.pipeline = pipeline
         self.image_size = image_size
         self.decode_size = decode_size
-        self.mean, self.std = tuple(mean), tuple(std)
         self.normalize = normalize
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
@@ -63,12 +61,6 @@ class ImageTransform:
             len(self.pipeline.transforms), dtype=np.uint32)
         for step, step_seed in zip(self.pipeline.transforms, streams):
             step.set_random_seed(int(step_seed))
-
-    def normalize_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """A (B, 3, H, W) batch as this transform's `normalize=True` form gives it: uint8
-        batches are scaled and normalised (in float32, channels-last, on their device);
-        float batches are taken as already normalised."""
-        return normalize_images(images, self.mean, self.std)
 
     def __repr__(self) -> str:
         return f"ImageTransform(image_size={self.image_size}, pipeline={self.pipeline})"
@@ -112,7 +104,8 @@ def create_transform(
     """The preprocessing for a model with input `image_size` (an int, or (height, width)).
 
     With `normalize=False` the output stays uint8 (3, S, S); pass batches of it through
-    `ImageTransform.normalize_batch` (equal to the normalised form up to float rounding).
+    `normalize_images` with the same mean and std (equal to the normalised form up to float
+    rounding).
 
     `hflip` adds random horizontal flips to a training transform, for images alone. Frames with
     per-frame inputs that are image positions (keypoints) must be flipped by the dataset instead
@@ -128,7 +121,7 @@ def create_transform(
     decode_size = max(height, width)
     if train:
         decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
-    transform = ImageTransform(pipeline, (height, width), decode_size, mean, std, normalize)
+    transform = ImageTransform(pipeline, (height, width), decode_size, normalize)
     transform.hflip = bool(train and hflip)
     return transform
 
