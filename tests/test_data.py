@@ -20,11 +20,11 @@ from clipmg.data import (
     clean_class_name,
     collate_frames,
     create_transform,
-    normalize_images,
     default_image_root,
     load_image,
     load_labels,
     make_class_balanced_sampler,
+    normalize_images,
     read_metadata,
     transform_for_model,
 )
