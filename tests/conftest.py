@@ -66,3 +66,19 @@ def _losses_fitting_one_batch(trainer, steps: int) -> list[float]:
 @pytest.fixture
 def fit_one_batch():
     return _losses_fitting_one_batch
+
+
+def _assert_same_weights(checkpoint_a: Path, checkpoint_b: Path) -> None:
+    """Two checkpoint folders hold the same weights (to float rounding): e.g. a run stopped and
+    resumed against one that ran through."""
+    from safetensors.torch import load_file
+
+    weights_a = load_file(Path(checkpoint_a) / "model.safetensors")
+    weights_b = load_file(Path(checkpoint_b) / "model.safetensors")
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def assert_same_weights():
+    return _assert_same_weights

@@ -11,7 +11,6 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from clipmg.checkpoint import load_checkpoint
 from clipmg.errors import TrainingError
@@ -67,7 +66,7 @@ def interrupt_after(trainer: Trainer, steps: int) -> None:
     trainer.train_step = counting_step
 
 
-def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny_train_settings, tmp_path):
+def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny_train_settings, tmp_path, assert_same_weights):
     settings = {**tiny_train_settings, "epochs": 3, "save_every_steps": 1}
     reference = train(TrainConfig(**{**settings, "output": str(tmp_path / "reference")}).validate())
 
@@ -84,10 +83,7 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny_train_settin
     resumed = train(TrainConfig(**{**settings, "output": str(tmp_path / "stopped")}).validate(),
                     resume=tmp_path / "stopped")
     assert resumed["best"] == pytest.approx(reference["best"], abs=1e-6)
-    weights_a = load_file(tmp_path / "reference" / "last" / "model.safetensors")
-    weights_b = load_file(tmp_path / "stopped" / "last" / "model.safetensors")
-    for key in weights_a:
-        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+    assert_same_weights(tmp_path / "reference" / "last", tmp_path / "stopped" / "last")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train_settings, tmp_path, monkeypatch):
