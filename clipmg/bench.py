@@ -12,7 +12,9 @@ measures, with the same batch size, image size, precision, data workers and thre
    `padding=True`; clipmg's `encode_text` gives the same embeddings); a second loop on
    open_clip's own `encode_text`, which pads every prompt to the context length (77
    tokens), is reported beside it;
-3. the model-only forward throughput on random pixels (the ceiling of the data pipeline);
+3. the model-only forward throughput on random pixels (the ceiling of the data pipeline),
+   measured right after each of `repeats` test.py runs: the median of the per-pair ratios
+   is the end-to-end efficiency;
 4. the peak resident memory of test.py on two row counts (it must not grow with the rows).
 
 It writes `benchmark.json` (every figure, the machine, the settings and each target with
@@ -116,7 +118,7 @@ class BenchSettings:
     max_train_steps: int | None = None  # None: one full epoch
     loop_images: int = 32
     model_only_batches: int = 10
-    repeats: int = 3  # runs of test.py's throughput and of model-only; the fastest of each counts
+    repeats: int = 3  # test.py / model-only pairs (median ratio counts) and model-only sweeps (fastest counts)
     memory_rows: tuple[int, int] = (2000, 20000)
     seed: int = 0
     work_dir: Path | None = None
@@ -521,35 +523,52 @@ def test_py_model_threads(workers: int, threads: int, device: torch.device) -> i
     return max(1, min(threads, (os.cpu_count() or 1) - workers))
 
 
+def measure_paired_efficiency(classifier, checkpoint: Path, csv: Path, data: BenchData, settings: BenchSettings,
+                              threads: int, device: torch.device, work: Path) -> dict:
+    """test.py end to end against model-only, measured back to back `settings.repeats` times:
+    each test.py run on `csv` is followed at once by model-only (at `threads`, on as many
+    images), and the median of the per-pair ratios is the verdict. On a VM whose speed drifts
+    by 15-20% between minutes, a ratio of two bests taken minutes apart would measure the drift."""
+    pairs = []
+    for repeat in range(settings.repeats):
+        run = run_test_py(checkpoint, csv, data.image_root, settings.batch_size, str(device),
+                          work / f"predictions_pair_{repeat}.csv")
+        batches = max(1, math.ceil(run["rows"] / settings.batch_size))
+        model_only = measure_model_only(classifier, settings.batch_size, batches, [threads])
+        pairs.append({"test_py": run, "model_only_images_per_s": model_only["images_per_s"],
+                      "model_only_load_average_1min": model_only["load_average_1min"],
+                      "ratio": run["images_per_s"] / model_only["images_per_s"]})
+    return {"pairs": pairs, "threads": threads, "median_ratio": float(np.median([p["ratio"] for p in pairs]))}
+
+
 def measure_inference(checkpoint: Path, data: BenchData, settings: BenchSettings, parallel: dict,
                       device: torch.device, work: Path) -> dict:
     from clipmg.predict import Classifier
 
-    runs, throughput_runs = {}, []
+    runs = {}
     for rows in settings.memory_rows:
         csv = write_inference_csv(data, rows, work / f"frames_{rows}.csv")
         runs[rows] = run_test_py(checkpoint, csv, data.image_root, settings.batch_size, str(device),
                                  work / f"predictions_{rows}.csv")
-    # The fastest of `repeats` runs on the smaller CSV (the first of them is the memory run):
-    # on a shared machine the slower ones measure the neighbours.
-    throughput_runs = [runs[settings.memory_rows[0]]] + [
-        run_test_py(checkpoint, work / f"frames_{settings.memory_rows[0]}.csv", data.image_root,
-                    settings.batch_size, str(device), work / "predictions_repeat.csv")
-        for _ in range(settings.repeats - 1)]
+    small_csv = work / f"frames_{settings.memory_rows[0]}.csv"
+    classifier = Classifier.from_checkpoint(checkpoint, device=str(device))
+    model_threads = test_py_model_threads(runs[settings.memory_rows[0]]["workers"], parallel["threads"], device)
+    model_only = measure_model_only(classifier, settings.batch_size, settings.model_only_batches,
+                                    [1, model_threads, parallel["threads"]], repeats=settings.repeats)
+    paired = measure_paired_efficiency(classifier, checkpoint, small_csv, data, settings,
+                                       model_only["best_threads"], device, work)
+    # The fastest of the paired test.py runs is test.py's figure: on a shared machine the
+    # slower ones measure the neighbours.
+    throughput_runs = [pair["test_py"] for pair in paired["pairs"]]
     throughput_run = max(throughput_runs, key=lambda run: run["images_per_s"])
     # The other way of decoding (in the main process, or in one worker): which one test.py
     # should default to on this machine.
-    other = run_test_py(checkpoint, work / f"frames_{settings.memory_rows[0]}.csv", data.image_root,
-                        settings.batch_size, str(device), work / "predictions_other_workers.csv",
-                        workers=0 if throughput_run["workers"] else 1)
-    classifier = Classifier.from_checkpoint(checkpoint, device=str(device))
+    other = run_test_py(checkpoint, small_csv, data.image_root, settings.batch_size, str(device),
+                        work / "predictions_other_workers.csv", workers=0 if throughput_run["workers"] else 1)
     loop_paths = list(np.resize(data.frames["path"].to_numpy(), settings.loop_images))
     loops = {name: measure_per_image_loop(classifier, loop_paths, data.image_root, parallel["threads"], encoder)
              for name, encoder in loop_text_encoders(classifier.model).items()}
     loop = loops["longest"]
-    model_threads = test_py_model_threads(throughput_run["workers"], parallel["threads"], device)
-    model_only = measure_model_only(classifier, settings.batch_size, settings.model_only_batches,
-                                    [1, model_threads, parallel["threads"]], repeats=settings.repeats)
     small, large = (runs[r] for r in settings.memory_rows)
     return {
         "test_py": throughput_run,
@@ -558,11 +577,12 @@ def measure_inference(checkpoint: Path, data: BenchData, settings: BenchSettings
         "per_image_loop": loop,
         "per_image_loops": loops,
         "model_only": model_only,
+        "paired": paired,
         "memory": {"runs": {str(r): runs[r] for r in settings.memory_rows},
                    "growth": large["peak_rss_mib"] / small["peak_rss_mib"]},
         "loop_speedup": throughput_run["images_per_s"] / loop["images_per_s"],
         "loop_speedups": {name: throughput_run["images_per_s"] / run["images_per_s"] for name, run in loops.items()},
-        "pipeline_efficiency": throughput_run["images_per_s"] / model_only["images_per_s"],
+        "pipeline_efficiency": paired["median_ratio"],
     }
 
 
@@ -716,8 +736,9 @@ def render_markdown(results: dict) -> str:
     row("model-only images/s (random tensors, best thread count)",
         lambda r, t: f"{_number(r['inference']['model_only']['images_per_s'])} "
                      f"({r['inference']['model_only']['best_threads']} threads)")
-    row("test.py / model-only", lambda r, t: _target_cell(r["inference"]["pipeline_efficiency"],
-                                                          t["pipeline_efficiency"], unit=""))
+    row("test.py / model-only: median of back-to-back pairs (each pair's ratio)",
+        lambda r, t: _target_cell(r["inference"]["pipeline_efficiency"], t["pipeline_efficiency"], unit="")
+        + " (" + ", ".join(f"{p['ratio']:.2f}" for p in r["inference"]["paired"]["pairs"]) + ")")
     for rows_count in memory_rows:
         row(f"test.py peak RSS, {rows_count:,} rows: process / largest child (MiB)",
             lambda r, t, n=rows_count: "{:,.0f} / {:,.0f}".format(
@@ -780,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images the per-image loop classifies")
     parser.add_argument("--model-only-batches", type=int, default=defaults.model_only_batches)
     parser.add_argument("--repeats", type=int, default=defaults.repeats,
-                        help="runs of test.py's throughput and of model-only; the fastest of each counts")
+                        help="back-to-back pairs of test.py and model-only runs (the median ratio counts; the fastest test.py "
+                             "run is its images/s), and model-only runs per thread count (the fastest counts)")
     parser.add_argument("--memory-rows", type=int, nargs=2, default=list(defaults.memory_rows),
                         help="row counts of the two test.py runs (the first also gives its images/s)")
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -53,6 +53,12 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert model["inference"]["test_py"]["rows"] == 64
     runs = model["inference"]["test_py_images_per_s_runs"]
     assert len(runs) == 2 and model["inference"]["test_py"]["images_per_s"] == max(runs)
+    # end to end against model-only: one ratio per back-to-back pair, the median counts
+    pairs = model["inference"]["paired"]["pairs"]
+    assert [p["test_py"]["images_per_s"] for p in pairs] == runs
+    for pair in pairs:
+        assert pair["ratio"] == pytest.approx(pair["test_py"]["images_per_s"] / pair["model_only_images_per_s"])
+    assert model["inference"]["pipeline_efficiency"] == pytest.approx((pairs[0]["ratio"] + pairs[1]["ratio"]) / 2)
     # the target's loop pads only to the longest prompt; stock open_clip's (77 tokens) is beside it
     loops = model["inference"]["per_image_loops"]
     assert loops.keys() == {"longest", "context"} and model["inference"]["per_image_loop"] == loops["longest"]
