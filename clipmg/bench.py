@@ -49,7 +49,7 @@ import torch
 
 from clipmg import data as cdata
 from clipmg.errors import DataError, TrainingError
-from clipmg.utils import logger
+from clipmg.utils import keep_freed_memory_for_reuse, logger
 
 CLIP_SIZED_TEXT = {"width": 512, "layers": 12}  # a text tower at least this big is "CLIP-sized"
 DEFAULT_MODELS = ("openclip:clipmg-small", "openclip:clipmg-small-cliptext")
@@ -820,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # the same allocator as test.py and `clipmg train` (their CLI sets it), for the model-only ceiling and training
+    keep_freed_memory_for_reuse()
     settings = BenchSettings(out=args.out, models=tuple(args.models), frames=args.frames, classes=args.classes,
                              size=args.size,
                              image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,

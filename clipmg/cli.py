@@ -8,7 +8,7 @@ import logging
 import sys
 
 from clipmg.errors import ClipmgError
-from clipmg.utils import set_progress
+from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, metadata_required: bool = True) -> None:
@@ -240,6 +240,7 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
+    keep_freed_memory_for_reuse()
     try:
         return args.func(args)
     except ClipmgError as exc:

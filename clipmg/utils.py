@@ -1,10 +1,13 @@
-"""Small shared helpers: logging, progress bars, seeding, devices, atomic file writes."""
+"""Small shared helpers: logging, progress bars, seeding, devices, atomic file writes, the
+process's memory allocator."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import platform
 import random
 import tempfile
 from pathlib import Path
@@ -73,3 +76,42 @@ def threads_beside_workers(device: torch.device, workers: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+HEAP_KEEP_BYTES = 1 << 30
+_ALLOCATOR_PRELOADS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def allocator_left_to_user() -> bool:
+    """True when the user chose the allocator's behaviour: another allocator preloaded, or
+    glibc's malloc tuned through the environment."""
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in _ALLOCATOR_PRELOADS):
+        return True
+    return any(key.startswith("MALLOC_") for key in os.environ) or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+
+
+def keep_freed_memory_for_reuse(keep_bytes: int = HEAP_KEEP_BYTES) -> bool:
+    """Make glibc's malloc reuse the memory of freed tensors instead of handing it back.
+
+    By default glibc maps each block above its mmap threshold (128 KiB, rising with use to at
+    most 32 MiB: activations, batches) fresh from the kernel and unmaps it when freed, so
+    every batch page-faults its activations in anew: on the 2-core CPU that cost test.py about
+    a fifth of its speed (docs/benchmarks.md).
+    Serving all blocks from the heap and keeping up to `keep_bytes` free at its top is what
+    jemalloc or tcmalloc would give (PyTorch's CPU tuning guide preloads one of them).
+
+    Applies to this process and the data workers it forks; a no-op off glibc, or when the
+    user preloaded an allocator or set MALLOC_* / GLIBC_TUNABLES. Returns whether applied.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or allocator_left_to_user():
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))
+    logger.debug("malloc: heap-only allocations, %d bytes kept for reuse: %s", keep_bytes, applied)
+    return applied
