@@ -35,11 +35,12 @@ class ImageTransform:
     """
 
     def __init__(self, pipeline: A.Compose, image_size: tuple[int, int], decode_size: int,
-                 normalize: bool = True):
+                 normalize: bool = True, hflip: bool = False):
         self.pipeline = pipeline
         self.image_size = image_size
         self.decode_size = decode_size
         self.normalize = normalize
+        self.hflip = hflip  # whether the pipeline flips images by itself
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         image = self.pipeline(image=image)["image"]
@@ -121,9 +122,7 @@ def create_transform(
     decode_size = max(height, width)
     if train:
         decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
-    transform = ImageTransform(pipeline, (height, width), decode_size, normalize)
-    transform.hflip = bool(train and hflip)
-    return transform
+    return ImageTransform(pipeline, (height, width), decode_size, normalize, hflip=bool(train and hflip))
 
 
 def normalize_images(images: torch.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,
