@@ -39,11 +39,16 @@ def label_aware_targets(
     return matches / matches.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
-def logit_adjust(logits: torch.Tensor, class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """Logit-adjusted training (Menon et al. 2021): add tau·log(prior) of each column's class,
+def class_prior_bias(class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """tau·log(prior) per class: the `logit_bias` of logit-adjusted training (Menon et al. 2021),
     so rare classes must win by a larger margin. `class_prior` (N,) need not sum to 1."""
-    prior = class_prior.to(logits).clamp(min=torch.finfo(logits.dtype).tiny)
-    return logits + tau * prior.log()
+    prior = class_prior.float().clamp(min=torch.finfo(torch.float32).tiny)
+    return tau * prior.log()
+
+
+def logit_adjust(logits: torch.Tensor, class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """`logits` with `class_prior_bias` added to each column's class."""
+    return logits + class_prior_bias(class_prior, tau).to(logits)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,18 +1,17 @@
-"""Small shared helpers: logging, progress bars, seeding, devices, atomic file writes, the
-process's memory allocator."""
+"""Small shared helpers: logging, progress bars, devices, atomic file writes, the process's
+memory allocator."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import platform
-import random
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -35,30 +34,39 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def resolve_device(device: str | None = None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file so that a reader never sees it half written."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary path beside `path` to write to; it replaces `path` only when the block
+    succeeds, so a reader never sees a half-written file and a failure leaves the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """A text handle whose content replaces `path` only when the block succeeds."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file so that a reader never sees it half written."""
+    with atomic_output(path) as handle:
+        handle.write(text)
 
 
 @contextlib.contextmanager
@@ -115,3 +123,19 @@ def keep_freed_memory_for_reuse(keep_bytes: int = HEAP_KEEP_BYTES) -> bool:
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))
     logger.debug("malloc: heap-only allocations, %d bytes kept for reuse: %s", keep_bytes, applied)
     return applied
+
+
+def markdown_table(table, columns=None, digits: int = 4, verbatim: tuple[str, ...] = ("source",)) -> str:
+    """A pandas DataFrame as a Markdown table: floats to `digits` decimals (NaN as n/a), except
+    in the `verbatim` columns; `columns` defaults to every column not in `verbatim`."""
+    columns = list(columns or [c for c in table.columns if c not in verbatim])
+
+    def cell(column, value) -> str:
+        if isinstance(value, float) and column not in verbatim:
+            return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in table[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(cell(c, v) for c, v in zip(columns, row)) + " |")
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """4 classes, 16 clips of 2 frames at 64 px: seconds to make, enough to train a few steps."""
-    from clipmg.data import make_demo_data
+    from clipmg.synthetic import make_demo_data
 
     root = tmp_path_factory.mktemp("tiny_demo")
     make_demo_data(root, classes=4, clips=16, frames_per_clip=2, size=64, seed=0)

@@ -1,4 +1,4 @@
-"""The benchmark (clipmg/bench.py, scripts/bench.py) keeps working: a tiny end-to-end run,
+"""The benchmark (benchmarks/bench.py) keeps working: a tiny end-to-end run,
 open_clip_train's subprocess included, plus its parsing and reporting helpers."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from clipmg import bench
+from benchmarks import bench
 from clipmg.errors import DataError
 
 

@@ -8,10 +8,12 @@ import argparse
 import pandas as pd
 import pytest
 
-from clipmg import compare as cmp
+from clipmg import jobs
 from clipmg.checkpoint import read_checkpoint_config
+from clipmg.cli.compare import add_compare_arguments
 from clipmg.errors import DataError
-from clipmg.predict import evaluate_checkpoint
+from clipmg.inference import evaluate_checkpoint
+from clipmg.jobs import compare as cmp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,13 +59,14 @@ def test_dependent_approaches_start_from_the_contrastive_run(comparison):
 
 
 def test_registry_takes_new_approaches_and_rejects_unknown_ones(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(cmp, "APPROACHES", dict(cmp.APPROACHES))
+    approaches = jobs.approaches
+    monkeypatch.setitem(approaches.APPROACHES, "reuse-contrastive", None)  # removed again after the test
     calls = []
 
-    @cmp.register_approach("reuse-contrastive", description="a test approach")
+    @approaches.register_approach("reuse-contrastive", description="a test approach")
     def reuse(ctx):
         calls.append(ctx.settings("x", epochs=3)["epochs"])
-        return cmp.ApproachResult(ctx.run("contrastive").checkpoint, budget="none")
+        return approaches.ApproachResult(ctx.run("contrastive").checkpoint, budget="none")
 
     table = cmp.compare(tiny_dataset / "training" / "train.xlsx", tiny_dataset / "Clip_label.csv", None,
                         ["reuse-contrastive", "contrastive"], tmp_path, {"seed": 1}, mode="quick",
@@ -77,7 +80,7 @@ def test_registry_takes_new_approaches_and_rejects_unknown_ones(tiny_dataset, tm
 
 def test_compare_command_function_parses_budgets():
     parser = argparse.ArgumentParser()
-    cmp.add_compare_arguments(parser)
+    add_compare_arguments(parser)
     args = parser.parse_args(["--out", "x", "--epochs", "linear-alexnet=3", "--approaches", "contrastive"])
     assert dict(args.epochs) == {"linear-alexnet": 3} and args.mode == "demo"
     with pytest.raises(SystemExit):

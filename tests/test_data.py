@@ -15,6 +15,7 @@ from clipmg.data import (
     Columns,
     FrameDataset,
     check_dataset,
+    balanced_sample_weights,
     class_counts,
     class_index_map,
     clean_class_name,
@@ -23,7 +24,6 @@ from clipmg.data import (
     default_image_root,
     load_image,
     load_labels,
-    make_class_balanced_sampler,
     normalize_images,
     read_metadata,
     transform_for_model,
@@ -447,21 +447,28 @@ def test_dataset_rejects_class_outside_mapping(tmp_path):
 
 
 def test_class_counts_and_balanced_sampler():
+    """The trainer's class-balanced sampling: SeededSampler drawing with balanced_sample_weights."""
+    from clipmg.training.distributed import DistEnv
+    from clipmg.training.sampling import SeededSampler
+
     df = pd.DataFrame({"class_id": [5] * 90 + [7] * 10})
     assert class_counts(df).to_dict() == {5: 90, 7: 10}
     indices = np.array([0] * 90 + [1] * 10)
-    generator = torch.Generator().manual_seed(0)
-    sampler = make_class_balanced_sampler(
-        indices, mode="inverse", num_samples=4000, generator=generator
-    )
-    drawn = indices[list(sampler)]
+
+    def draw(mode: str) -> np.ndarray:
+        weights = torch.as_tensor(balanced_sample_weights(indices, mode), dtype=torch.float32)
+        sampler = SeededSampler(len(indices), seed=0, env=DistEnv(), batch_size=10, weights=weights)
+        order = []
+        for epoch in range(40):
+            sampler.set_epoch(epoch)
+            order += sampler.epoch_order()
+        return indices[order]
+
+    drawn = draw("inverse")
     assert len(drawn) == 4000 and 0.45 < drawn.mean() < 0.55
-    sqrt_sampler = make_class_balanced_sampler(
-        indices, mode="sqrt", num_samples=4000, generator=generator
-    )
-    assert 0.2 < indices[list(sqrt_sampler)].mean() < 0.3  # sqrt(10)/(sqrt(10)+sqrt(90)) = 0.25
+    assert 0.2 < draw("sqrt").mean() < 0.3  # sqrt(10)/(sqrt(10)+sqrt(90)) = 0.25
     with pytest.raises(ValueError, match="unknown sampler mode"):
-        make_class_balanced_sampler(indices, mode="square")
+        balanced_sample_weights(indices, mode="square")
 
 
 # --- check ----------------------------------------------------------------------------------
@@ -571,7 +578,7 @@ def test_hflip_flips_image_and_mirrors_the_extra_fields_together(tmp_path, flip_
 
 
 def test_hflip_decisions_repeat_under_the_same_seed_epoch_and_index(tmp_path, flip_fields):
-    from clipmg.train.trainer import EpochSeededDataset
+    from clipmg.training.sampling import EpochSeededDataset
 
     transform = create_transform(8, train=True)
     assert not transform.hflip  # the dataset flips, not the transform

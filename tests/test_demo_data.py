@@ -9,17 +9,11 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from clipmg.data import (
-    IMIGUE_RAW_CLASS_NAMES,
-    check_dataset,
-    default_image_root,
-    load_labels,
-    make_demo_data,
-    read_metadata,
-    split_dataset,
-)
-from clipmg.data.demo import POSES, clips_per_class
+from clipmg.data import check_dataset, default_image_root, load_labels, read_metadata, split_dataset
 from clipmg.errors import DataError
+from clipmg.synthetic import IMIGUE_RAW_CLASS_NAMES, make_demo_data
+from clipmg.synthetic.generate import clips_per_class
+from clipmg.synthetic.poses import POSES
 
 SMALL = dict(classes=4, clips=8, frames_per_clip=2, size=64)
 

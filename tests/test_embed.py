@@ -16,18 +16,12 @@ from PIL import Image
 
 from clipmg.checkpoint import save_checkpoint
 from clipmg.cli import main
-from clipmg.data import load_labels, read_metadata
-from clipmg.embed import (
-    METADATA_HEADER,
-    embed_checkpoint,
-    embed_frames,
-    plot_embedding_map,
-    sample_frames,
-    write_projector,
-)
+from clipmg.data import load_labels, read_metadata, sample_frames
 from clipmg.errors import ImageError
-from clipmg.predict import Classifier
+from clipmg.inference import Classifier
+from clipmg.jobs.embed import embed_checkpoint
 from clipmg.prompts import PromptSet
+from clipmg.visual import METADATA_HEADER, embed_frames, plot_embedding_map, write_projector
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -232,7 +226,7 @@ def test_hybrid_backend(paths, tmp_path):
 def test_trainer_logs_projector_and_confusion(tiny_train_settings, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from clipmg.train import TrainConfig, train
+    from clipmg.training import TrainConfig, train
 
     settings = {**tiny_train_settings, "epochs": 2, "max_steps_per_epoch": 1, "tensorboard": True,
                 "embed_every": 2, "embed_max_images": 5}
@@ -252,12 +246,11 @@ def test_trainer_logs_projector_and_confusion(tiny_train_settings, tmp_path):
 def test_learned_prompts(checkpoint, paths, tmp_path):
     """A CoOp checkpoint (learned context vectors): the prompt points are its learned class
     embeddings, as the Classifier classifies with them."""
-    prompt_learning = pytest.importorskip("clipmg.prompt_learning")
     from clipmg.checkpoint import load_checkpoint
-    from clipmg.prompts import LEARNED_FILE
+    from clipmg.prompts import LEARNED_FILE, PromptLearner
 
     model, config = load_checkpoint(checkpoint)
-    learned = prompt_learning.PromptLearner.create(model, n_ctx=3, seed=0).to_prompt_set("openclip:clipmg-tiny")
+    learned = PromptLearner.create(model, n_ctx=3, seed=0).to_prompt_set("openclip:clipmg-tiny")
     folder = tmp_path / "learned"
     save_checkpoint(folder, model, {**{k: v for k, v in config.items() if k not in ("model", "format_version")},
                                     "prompts": learned.to_dict()})

@@ -11,8 +11,8 @@ import torch
 
 from clipmg import data as cdata
 from clipmg.errors import DataError, ModelError
+from clipmg.inference import Classifier, score_images
 from clipmg.models import OpenClipModel, create_model, model_extras
-from clipmg.predict import Classifier, score_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,8 +89,8 @@ def test_model_extras_says_what_the_batch_lacks():
 
 
 def test_validation_and_training_see_the_extras(tiny_train_settings, monkeypatch):
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer
+    from clipmg.training import TrainConfig
+    from clipmg.training.trainer import Trainer
 
     seen = []
     original = ShiftedModel.encode_image

@@ -12,8 +12,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.checkpoint import load_checkpoint, save_checkpoint
 from clipmg.errors import DataError, ModelError
-from clipmg.models import PoseFusionModel, create_model
-from clipmg.models.fusion import wrap_with_pose_fusion
+from clipmg.models import PoseFusionModel, compose_model, create_model
 from clipmg.pose.keypoints import HAND_FOUND, KEYPOINT_DIM, POSE, POSE_FOUND
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,8 +114,8 @@ def test_fused_checkpoint_round_trip(tmp_path):
                                    model.encode_image(x, keypoints=keypoints))
         torch.testing.assert_close(loaded.encode_text(["a frame"]), model.encode_text(["a frame"]))
     assert loaded.extra_inputs == ("keypoints",)
-    assert wrap_with_pose_fusion(loaded, "concat") is loaded
-    assert wrap_with_pose_fusion(model.inner, "none") is model.inner
+    assert compose_model(loaded, pose_fusion="concat") is loaded
+    assert compose_model(model.inner, pose_fusion="none") is model.inner
 
 
 def path_keypoints(paths, roots, options):
@@ -145,9 +144,9 @@ def synthetic_keypoint_loader():
 
 def test_trainer_trains_a_fused_model_and_test_py_uses_it(tiny_train_settings, synthetic_keypoint_loader,
                                                           tiny_dataset, tmp_path):
-    from clipmg.predict import predict_csv
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer
+    from clipmg.inference import predict_csv
+    from clipmg.training import TrainConfig
+    from clipmg.training.trainer import Trainer
 
     settings = {**tiny_train_settings, "pose_fusion": "concat", "epochs": 1, "max_steps_per_epoch": 3}
     trainer = Trainer(TrainConfig(**settings).validate())
@@ -184,7 +183,7 @@ def test_trainer_trains_a_fused_model_and_test_py_uses_it(tiny_train_settings, s
 
 
 def test_config_rejects_two_pose_approaches_at_once(tiny_train_settings):
-    from clipmg.train import TrainConfig
+    from clipmg.training import TrainConfig
 
     with pytest.raises(DataError, match="choose one"):
         TrainConfig(**{**tiny_train_settings, "pose_fusion": "gated", "hand_crops": True}).validate()
@@ -194,8 +193,8 @@ def test_config_rejects_two_pose_approaches_at_once(tiny_train_settings):
 
 def test_linear_head_sits_over_the_fused_embedding(tiny_train_settings, synthetic_keypoint_loader):
     from clipmg.models import SupervisedModel
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer
+    from clipmg.training import TrainConfig
+    from clipmg.training.trainer import Trainer
 
     settings = {**tiny_train_settings, "pose_fusion": "gated", "head": "linear", "epochs": 1,
                 "max_steps_per_epoch": 2}
@@ -215,8 +214,9 @@ def test_hflip_training_mirrors_the_keypoints_of_the_frames_it_flips(tiny_train_
     """With --hflip, the training items of a fused model are replayed from their seeds: each is
     either the plain frame with its keypoints or the flipped frame with the mirrored keypoints."""
     from clipmg.pose.keypoints import mirror_keypoints
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer, step_seed
+    from clipmg.training import TrainConfig
+    from clipmg.training.sampling import step_seed
+    from clipmg.training.trainer import Trainer
 
     settings = {**tiny_train_settings, "pose_fusion": "concat", "hflip": True, "epochs": 1}
     trainer = Trainer(TrainConfig(**settings).validate())
@@ -245,8 +245,8 @@ def test_hflip_training_mirrors_the_keypoints_of_the_frames_it_flips(tiny_train_
 def test_hand_crop_training_still_ignores_hflip(tiny_train_settings, monkeypatch):
     """Hand boxes could be mirrored now, but the hand-crop model trains on the evaluation
     geometry as before: no flips, even with --hflip."""
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer
+    from clipmg.training import TrainConfig
+    from clipmg.training.trainer import Trainer
 
     def fake_boxes(paths, roots, options):
         boxes = np.zeros((len(paths), 2, 5), dtype=np.float32)

@@ -133,8 +133,8 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
 
 
 def test_trainer_trains_hand_crops_on_uncropped_frames(tiny_train_settings, monkeypatch):
-    from clipmg.train import TrainConfig
-    from clipmg.train.trainer import Trainer
+    from clipmg.training import TrainConfig
+    from clipmg.training.trainer import Trainer
 
     def fake_boxes(paths, roots, options):
         boxes = np.zeros((len(paths), 2, 5), dtype=np.float32)

@@ -12,15 +12,12 @@ from sklearn.linear_model import LogisticRegression
 
 from clipmg.checkpoint import load_checkpoint
 from clipmg.errors import DataError, ModelError
-from clipmg.linear_probe import (
-    add_probe_arguments,
-    fit_linear_head,
-    probe_checkpoint,
-    probe_from_args,
-)
+from clipmg.inference import evaluate_checkpoint
+from clipmg.cli.probe import add_probe_arguments
+from clipmg.cli.probe import run as probe_from_args
+from clipmg.jobs.linear_probe import fit_linear_head, probe_checkpoint
 from clipmg.models import SupervisedModel
-from clipmg.predict import evaluate_checkpoint
-from clipmg.train import TrainConfig, train
+from clipmg.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -222,9 +222,9 @@ def test_mediapipe_finds_the_person_and_hands_in_real_frames():
 
 def test_extract_command_and_the_comparison_rows(tiny_dataset, tmp_path):
     pytest.importorskip("mediapipe")
-    from clipmg.compare import compare
-    from clipmg.pose import approaches
-    from clipmg.pose.commands import extract_keypoints
+    from clipmg.jobs.approaches import pose as approaches
+    from clipmg.jobs.compare import compare
+    from clipmg.pose.extract import extract_keypoints
 
     metadata = tiny_dataset / "training" / "train.xlsx"
     summary = extract_keypoints(metadata, cache=tmp_path / "kp", limit=6)

@@ -19,7 +19,7 @@ from PIL import Image
 from clipmg.checkpoint import save_checkpoint
 from clipmg.cli import main
 from clipmg.errors import CheckpointError, DataError, ImageError
-from clipmg.predict import Classifier, evaluate_checkpoint, predict_csv
+from clipmg.inference import Classifier, evaluate_checkpoint, predict_csv
 from clipmg.prompts import PromptSet
 
 REPO = Path(__file__).resolve().parent.parent

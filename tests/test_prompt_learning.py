@@ -11,11 +11,17 @@ import torch
 from clipmg.checkpoint import save_checkpoint
 from clipmg.data import load_labels
 from clipmg.errors import ModelError
+from clipmg.inference import Classifier, evaluate_checkpoint
+from clipmg.jobs.prompt_eval import evaluate_prompt_sets
+from clipmg.jobs.prompt_learning import learn_prompts
 from clipmg.models import create_model
-from clipmg.predict import Classifier, evaluate_checkpoint
-from clipmg.prompt_experiments import evaluate_prompt_sets
-from clipmg.prompt_learning import PromptLearner, learn_prompts
-from clipmg.prompts import LEARNED_FILE, LearnedPromptSet, PromptSet, build_class_embeddings
+from clipmg.prompts import (
+    LEARNED_FILE,
+    LearnedPromptSet,
+    PromptLearner,
+    PromptSet,
+    build_class_embeddings,
+)
 
 
 @pytest.fixture(scope="module")

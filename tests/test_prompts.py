@@ -97,7 +97,7 @@ def test_learned_prompt_set_round_trips_through_its_file(tmp_path):
 
 # ------------------------------------------------------------ training: random_template
 def test_random_template_draws_one_template_per_class_per_step(tiny_train_settings):
-    from clipmg.train import TrainConfig, Trainer
+    from clipmg.training import TrainConfig, Trainer
 
     for contrast in ("classes", "batch"):
         trainer = Trainer(TrainConfig(**{**tiny_train_settings, "prompts": "photo", "contrast": contrast,

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from clipmg import data as cdata
 from clipmg.checkpoint import load_checkpoint
-from clipmg.embed import embed_checkpoint
 from clipmg.errors import DataError, ModelError
+from clipmg.inference import Classifier, evaluate_checkpoint, predict_csv
+from clipmg.jobs.embed import embed_checkpoint
 from clipmg.losses import class_weights_from_counts, classification_loss
 from clipmg.models import SupervisedModel, create_model, create_model_from_config
-from clipmg.predict import Classifier, evaluate_checkpoint, predict_csv
-from clipmg.train import TrainConfig, Trainer, train
+from clipmg.training import TrainConfig, Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,7 +14,7 @@ import torch
 
 from clipmg.checkpoint import load_checkpoint
 from clipmg.errors import TrainingError
-from clipmg.train import TrainConfig, Trainer, train
+from clipmg.training import TrainConfig, Trainer, train
 
 
 def make_trainer(settings: dict, **overrides) -> Trainer:
@@ -87,7 +87,7 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny_train_settin
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train_settings, tmp_path, monkeypatch):
-    import clipmg.train.trainer as trainer_module
+    import clipmg.training.trainer as trainer_module
 
     trainer = make_trainer(tiny_train_settings, epochs=3)
     original = trainer_module.contrastive_loss
@@ -117,7 +117,7 @@ def test_init_from_fine_tunes_with_fresh_optimizer(tiny_train_settings, tmp_path
 
 FIRST_STEP_SCRIPT = textwrap.dedent("""
     import json, sys, torch
-    from clipmg.train import TrainConfig, Trainer
+    from clipmg.training import TrainConfig, Trainer
     settings = json.loads(sys.argv[1])
     trainer = Trainer(TrainConfig(**settings).validate())
     trainer.setup()
@@ -168,7 +168,7 @@ def _epoch_images(trainer, epoch: int) -> dict[int, torch.Tensor]:
 
 def test_augmentation_changes_each_epoch_and_ignores_the_number_of_workers(tiny_train_settings):
     """Persistent workers keep their own copy of the dataset: the epoch must reach them too."""
-    from clipmg.train.trainer import Trainer
+    from clipmg.training.trainer import Trainer
 
     def setup(workers: int) -> Trainer:
         trainer = Trainer(TrainConfig(**{**tiny_train_settings, "workers": workers}).validate())

@@ -1,8 +1,7 @@
-"""Data layer: metadata, labels, images, transforms, datasets, samplers, splits, checks, demo."""
+"""Data layer: metadata, labels, images, transforms, datasets, samplers, splits, checks."""
 
 from clipmg.data.check import CheckReport, check_dataset
 from clipmg.data.dataset import FrameDataset, collate_frames
-from clipmg.data.demo import IMIGUE_RAW_CLASS_NAMES, make_demo_data
 from clipmg.data.extras import EXTRA_FIELD_LOADERS, load_extra_fields, register_extra_field
 from clipmg.data.images import load_image, verify_image
 from clipmg.data.labels import caption_lookup, class_index_map, clean_class_name, load_labels
@@ -13,7 +12,7 @@ from clipmg.data.metadata import (
     parse_metadata,
     read_metadata,
 )
-from clipmg.data.samplers import balanced_sample_weights, class_counts, make_class_balanced_sampler
+from clipmg.data.samplers import balanced_sample_weights, class_counts, sample_frames
 from clipmg.data.splits import Split, read_split, select_frames, split_dataset, subset, write_split
 from clipmg.data.transforms import (
     OPENAI_CLIP_MEAN,
@@ -28,7 +27,6 @@ __all__ = [
     "EXTRA_FIELD_LOADERS",
     "load_extra_fields",
     "register_extra_field",
-    "IMIGUE_RAW_CLASS_NAMES",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "STANDARD_COLUMNS",
@@ -49,11 +47,10 @@ __all__ = [
     "default_image_root",
     "load_image",
     "load_labels",
-    "make_class_balanced_sampler",
-    "make_demo_data",
     "parse_metadata",
     "read_metadata",
     "read_split",
+    "sample_frames",
     "select_frames",
     "split_dataset",
     "subset",

@@ -1,4 +1,5 @@
-"""Class counts and class-balanced sampling for the (very imbalanced) iMiGUE classes."""
+"""Class counts, class-balanced sample weights and stratified subsamples, for the (very
+imbalanced) iMiGUE classes."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import WeightedRandomSampler
 
 SAMPLER_MODES = ("inverse", "sqrt")
 
@@ -33,17 +32,42 @@ def balanced_sample_weights(
     return 1.0 / per_sample if mode == "inverse" else 1.0 / np.sqrt(per_sample)
 
 
-def make_class_balanced_sampler(
-    class_indices: Sequence[int] | np.ndarray,
-    mode: str = "inverse",
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-) -> WeightedRandomSampler:
-    """A sampler (with replacement) drawing `num_samples` (default: all) samples per epoch."""
-    weights = balanced_sample_weights(class_indices, mode)
-    return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double),
-        num_samples=len(weights) if num_samples is None else int(num_samples),
-        replacement=True,
-        generator=generator,
-    )
+def sample_frames(frames: pd.DataFrame, max_images: int | None = None, per_class: int | None = None,
+                  seed: int = 0, class_column: str = "class_id") -> pd.DataFrame:
+    """At most `max_images` frames, stratified by class: every class keeps min(its frames, cap)
+    frames, the cap being `per_class` or else the largest one that fits `max_images` (the slots
+    left below the next cap go to randomly chosen larger classes), so rare classes keep all
+    their frames. Frames are drawn at random with `seed`; the result keeps the input order
+    (and index). None or 0 means no limit."""
+    if frames.empty:
+        return frames
+    rng = np.random.default_rng(seed)
+    classes = frames[class_column].to_numpy()
+    ids, counts = np.unique(classes, return_counts=True)
+    take = counts.copy()
+    if per_class:
+        take = np.minimum(take, per_class)
+    if max_images and take.sum() > max_images:
+        cap = _largest_cap(take, max_images)
+        quota = np.minimum(take, cap)
+        spare = max_images - int(quota.sum())
+        larger = np.flatnonzero(take > cap)
+        quota[rng.choice(larger, size=spare, replace=False)] += 1  # spare < len(larger) by the cap's choice
+        take = quota
+    chosen = []
+    for class_id, n in zip(ids, take):
+        positions = np.flatnonzero(classes == class_id)
+        chosen.append(positions if n == len(positions) else rng.choice(positions, size=int(n), replace=False))
+    return frames.iloc[np.sort(np.concatenate(chosen))]
+
+
+def _largest_cap(counts: np.ndarray, budget: int) -> int:
+    """The largest c with sum(min(counts, c)) <= budget."""
+    low, high = 0, int(counts.max())
+    while low < high:
+        middle = (low + high + 1) // 2
+        if np.minimum(counts, middle).sum() <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low

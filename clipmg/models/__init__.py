@@ -1,17 +1,22 @@
-"""Contrastive image-text models: `create_model("openclip:clipmg-small")`, `create_model("hybrid", ...)`."""
+"""Models by name: `create_model("openclip:clipmg-small")`, `create_model("hybrid", ...)`,
+`create_model("timm:resnet50", num_classes=32)`, wrapped with `head=`, `pose_fusion=`, `hand_crops=`.
+
+Importing this package registers every backend and wrapper with `clipmg.models.registry`.
+"""
 
 from clipmg.models.base import ContrastiveModel, model_extras
-from clipmg.models.factory import (
-    DEFAULT_MODEL,
-    create_model,
-    create_model_from_config,
-    list_models,
-)
 from clipmg.models.fusion import PoseFusionModel
 from clipmg.models.handcrops import HandCropModel
 from clipmg.models.heads import ProjectionHead
 from clipmg.models.hybrid import HybridModel
 from clipmg.models.openclip import OpenClipModel
+from clipmg.models.registry import (
+    DEFAULT_MODEL,
+    compose_model,
+    create_model,
+    create_model_from_config,
+    list_models,
+)
 from clipmg.models.supervised import SupervisedModel
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "PoseFusionModel",
     "ProjectionHead",
     "SupervisedModel",
+    "compose_model",
     "create_model",
     "create_model_from_config",
     "list_models",

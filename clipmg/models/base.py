@@ -70,12 +70,18 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
     #: True for models that score classes with their own head (supervised baselines, trained
     #: with classification losses); False for models scored against class text embeddings.
     has_classifier_head: bool = False
+    #: False for models whose per-frame inputs are image positions that random crops, rotations
+    #: and flips would move away from (hand boxes): they train on uncropped frames.
+    geometric_augmentation: bool = True
 
     def __init__(self) -> None:
         super().__init__()
         self.model_config: dict[str, Any] = {}
         self.preprocess_config: dict[str, Any] = {}
         self.frozen_parts: set[str] = set()
+        #: settings the loaders of `extra_inputs` read (keypoint cache folder, hand margin);
+        #: part of `model_config`, so test.py computes the inputs as training did
+        self.input_settings: dict[str, Any] = {}
 
     # --- construction -------------------------------------------------------------------------
 
@@ -126,16 +132,30 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.encode_image(images, **extras), self.encode_text(texts), self.scale()
 
+    # --- scoring: class_logits = logits_from_features(scoring_features(images)) -------------------
+
+    def scoring_features(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        """What `class_logits` scores, computed once per image so that several class tables
+        (prompt sets) or views (the projector) reuse it: here the (B, D) normalised image
+        embeddings. Wrappers return their own shape (hand crops: one row per candidate)."""
+        return self.encode_image(images, normalize=True, **extras)
+
+    def logits_from_features(self, features: torch.Tensor, class_embeddings: torch.Tensor | None) -> torch.Tensor:
+        """(B, C) float32 logits from `scoring_features`: `scale * features @ class_embeddings.T`."""
+        if class_embeddings is None:
+            raise ModelError(f"{type(self).__name__} scores classes against class embeddings; none given")
+        return self.scale().float() * features.float() @ class_embeddings.float().T
+
+    def embedding_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) normalised image embeddings (maps, projector, probes) from `scoring_features`."""
+        return features
+
     def class_logits(
         self, images: torch.Tensor, class_embeddings: torch.Tensor | None, **extras: torch.Tensor
     ) -> torch.Tensor:
-        """(B, C) float32 logits: `scale * normalised image features @ class_embeddings.T`, the
-        one scoring rule of validation, predict and evaluate. Models with their own classifier
-        head override it and ignore `class_embeddings`."""
-        if class_embeddings is None:
-            raise ModelError(f"{type(self).__name__} scores classes against class embeddings; none given")
-        features = self.encode_image(images, normalize=True, **extras)
-        return self.scale().float() * features.float() @ class_embeddings.float().T
+        """(B, C) float32 logits: the one scoring rule of validation, predict, evaluate, prompt
+        experiments and test.py. Models with their own classifier head ignore `class_embeddings`."""
+        return self.logits_from_features(self.scoring_features(images, **extras), class_embeddings)
 
     # --- training helpers -----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from torch import nn
 import clipmg.pose.fields  # noqa: F401  (registers the "keypoints" per-frame input)
 from clipmg.errors import ModelError
 from clipmg.models.base import ContrastiveModel, ImageSideWrapper
+from clipmg.models.registry import create_model_from_config, register_backend
 from clipmg.pose.keypoints import HAND_FOUND, KEYPOINT_DIM, POSE_FOUND
 
 FUSIONS = ("concat", "gated")
@@ -57,13 +58,14 @@ class KeypointEncoder(nn.Module):
         return torch.where(found, encoded, self.missing.to(encoded.dtype).expand_as(encoded))
 
 
+@register_backend
 class PoseFusionModel(ImageSideWrapper):
     backend = "pose_fusion"
     wrapper_name = "pose fusion"
     extra_inputs = ("keypoints",)
 
     def __init__(self, inner: ContrastiveModel, fusion: str = "concat", pose_dim: int = DEFAULT_POSE_DIM,
-                 hidden: int = DEFAULT_HIDDEN, embed_dim: int | None = None):
+                 hidden: int = DEFAULT_HIDDEN, embed_dim: int | None = None, keypoint_cache: str | None = None):
         if fusion not in FUSIONS:
             raise ModelError(f"pose fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         super().__init__(inner)
@@ -83,8 +85,10 @@ class PoseFusionModel(ImageSideWrapper):
                 self.pose_proj.weight.zero_()
                 self.pose_proj.bias.zero_()
                 self.gate.bias.fill_(GATE_BIAS)
+        self.input_settings = {"keypoints": keypoint_cache}
         self.model_config = {"backend": self.backend, "fusion": fusion, "pose_dim": pose_dim, "hidden": hidden,
-                             "embed_dim": dim, "keypoint_dim": KEYPOINT_DIM, "inner": inner.model_config}
+                             "embed_dim": dim, "keypoint_dim": KEYPOINT_DIM, "inputs": dict(self.input_settings),
+                             "inner": inner.model_config}
         self.preprocess_config = dict(inner.preprocess_config)
         self.frozen_parts = set(inner.frozen_parts)
 
@@ -100,16 +104,22 @@ class PoseFusionModel(ImageSideWrapper):
         return int(dim)
 
     @classmethod
-    def from_config(cls, cfg: dict, folder: str | Path | None = None) -> PoseFusionModel:
-        from clipmg.models.factory import create_model_from_config
+    def wrap(cls, model: ContrastiveModel, fusion: str, keypoint_cache: str | None = None) -> ContrastiveModel:
+        """`model` fused with keypoints; unchanged when it already takes them (fine-tuning a fused
+        checkpoint, or a linear head over one)."""
+        if "keypoints" in model.extra_inputs:
+            return model
+        return cls(model, fusion=fusion, keypoint_cache=keypoint_cache)
 
+    @classmethod
+    def from_config(cls, cfg: dict, folder: str | Path | None = None) -> PoseFusionModel:
         cls.check_config_backend(cfg)
         if cfg.get("keypoint_dim") != KEYPOINT_DIM:
             raise ModelError(f"this checkpoint's pose encoder takes {cfg.get('keypoint_dim')} keypoint values per "
                              f"frame; this version of clipmg extracts {KEYPOINT_DIM}")
         inner = create_model_from_config(cfg["inner"], folder=folder)
         return cls(inner, fusion=cfg["fusion"], pose_dim=cfg["pose_dim"], hidden=cfg["hidden"],
-                   embed_dim=cfg["embed_dim"])
+                   embed_dim=cfg["embed_dim"], keypoint_cache=(cfg.get("inputs") or {}).get("keypoints"))
 
     # --- fused image side --------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = True,
@@ -125,11 +135,3 @@ class PoseFusionModel(ImageSideWrapper):
         else:
             fused = image + torch.sigmoid(self.gate(both)) * self.pose_proj(pose)
         return nn.functional.normalize(fused, dim=-1) if normalize else fused
-
-
-def wrap_with_pose_fusion(model: ContrastiveModel, fusion: str | None, **kwargs) -> ContrastiveModel:
-    """`model` fused with keypoints (`fusion` "concat" or "gated"); unchanged for None/"none" or
-    when it already is a pose fusion model (e.g. fine-tuning from a fused checkpoint)."""
-    if fusion in (None, "none") or isinstance(model, PoseFusionModel) or "keypoints" in model.extra_inputs:
-        return model  # already fused (e.g. a linear head over a fused model, fine-tuned again)
-    return PoseFusionModel(model, fusion=fusion, **kwargs)

@@ -31,6 +31,8 @@ from torchvision.ops import roi_align
 import clipmg.pose.fields  # noqa: F401  (registers the "hand_boxes" per-frame input)
 from clipmg.errors import ModelError
 from clipmg.models.base import ContrastiveModel, ImageSideWrapper
+from clipmg.models.registry import create_model_from_config, register_backend
+from clipmg.pose.hands import DEFAULT_MARGIN
 
 MAX_HANDS = 2
 
@@ -57,13 +59,15 @@ def max_probability_log_scores(candidate_logits: torch.Tensor, valid: torch.Tens
     return log_probs.amax(dim=1)
 
 
+@register_backend
 class HandCropModel(ImageSideWrapper):
     backend = "hand_crops"
     wrapper_name = "hand crops"
     extra_inputs = ("hand_boxes",)
     geometric_augmentation = False
 
-    def __init__(self, inner: ContrastiveModel, frame_size: int | None = None, include_full_frame: bool = True):
+    def __init__(self, inner: ContrastiveModel, frame_size: int | None = None, include_full_frame: bool = True,
+                 margin: float | None = None, keypoint_cache: str | None = None):
         super().__init__(inner)
         size = inner.preprocess_config.get("image_size", 224)
         if not isinstance(size, int):
@@ -73,18 +77,29 @@ class HandCropModel(ImageSideWrapper):
         self.crop_size = int(size)
         self.frame_size = int(frame_size or 2 * size)
         self.include_full_frame = bool(include_full_frame)
+        self.input_settings = {"keypoints": keypoint_cache, "hand_margin": DEFAULT_MARGIN if margin is None
+                               else float(margin)}
         self.model_config = {"backend": self.backend, "frame_size": self.frame_size,
-                             "include_full_frame": self.include_full_frame, "inner": inner.model_config}
+                             "include_full_frame": self.include_full_frame, "inputs": dict(self.input_settings),
+                             "inner": inner.model_config}
         self.preprocess_config = {**inner.preprocess_config, "image_size": self.frame_size}
         self.frozen_parts = set(inner.frozen_parts)
 
     @classmethod
-    def from_config(cls, cfg: dict, folder: str | Path | None = None) -> HandCropModel:
-        from clipmg.models.factory import create_model_from_config
+    def wrap(cls, model: ContrastiveModel, include_full_frame: bool = True, margin: float | None = None,
+             keypoint_cache: str | None = None) -> ContrastiveModel:
+        """`model` scored on its hand crops (unchanged if it already is)."""
+        if isinstance(model, HandCropModel):
+            return model
+        return cls(model, include_full_frame=include_full_frame, margin=margin, keypoint_cache=keypoint_cache)
 
+    @classmethod
+    def from_config(cls, cfg: dict, folder: str | Path | None = None) -> HandCropModel:
         cls.check_config_backend(cfg)
+        inputs = cfg.get("inputs") or {}
         return cls(create_model_from_config(cfg["inner"], folder=folder), frame_size=cfg["frame_size"],
-                   include_full_frame=cfg["include_full_frame"])
+                   include_full_frame=cfg["include_full_frame"], margin=inputs.get("hand_margin"),
+                   keypoint_cache=inputs.get("keypoints"))
 
 
     # --- candidates: hand crops and the full frame ---------------------------------------------------
@@ -125,18 +140,23 @@ class HandCropModel(ImageSideWrapper):
         mean = (features * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True)
         return F.normalize(mean, dim=-1) if normalize else mean
 
-    def class_logits(self, images: torch.Tensor, class_embeddings: torch.Tensor | None,
-                     hand_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def scoring_features(self, images: torch.Tensor, hand_boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, D) normalised features of the K candidates; rows of invalid candidates are 0
+        (a normalised feature never is)."""
+        features, valid = self.encode_candidates(images, hand_boxes, normalize=True)
+        return features * valid[..., None].to(features.dtype)
+
+    @staticmethod
+    def candidate_validity(features: torch.Tensor) -> torch.Tensor:
+        return features.abs().amax(dim=-1) > 0
+
+    def logits_from_features(self, features: torch.Tensor, class_embeddings: torch.Tensor | None) -> torch.Tensor:
         if class_embeddings is None:
             raise ModelError("the hand-crop model scores classes against class embeddings; none given")
-        features, valid = self.encode_candidates(images, hand_boxes, normalize=True)
         logits = self.scale().float() * features.float() @ class_embeddings.float().T
-        return max_probability_log_scores(logits, valid)
+        return max_probability_log_scores(logits, self.candidate_validity(features))
 
-
-def wrap_with_hand_crops(model: ContrastiveModel, enabled: bool, frame_size: int | None = None,
-                         include_full_frame: bool = True) -> ContrastiveModel:
-    """`model` scored on its hand crops when `enabled` (unchanged if it already is one)."""
-    if not enabled or isinstance(model, HandCropModel):
-        return model
-    return HandCropModel(model, frame_size=frame_size, include_full_frame=include_full_frame)
+    def embedding_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        valid = self.candidate_validity(features)
+        mean = (features * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True)
+        return F.normalize(mean, dim=-1)

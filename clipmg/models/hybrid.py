@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from clipmg.errors import ModelError
 from clipmg.models.base import HEADS, IMAGE, TEXT, ContrastiveModel, resolve_temperature
 from clipmg.models.heads import ProjectionHead
+from clipmg.models.registry import register_backend
 
 IMAGE_PREFIX, TEXT_PREFIX = "timm:", "hf:"
 POOLINGS = ("cls", "mean")
@@ -138,8 +139,23 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
 # --- model ------------------------------------------------------------------------------------
 
 
+@register_backend
 class HybridModel(ContrastiveModel):
     backend = "hybrid"
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return name == cls.backend
+
+    @classmethod
+    def create_named(cls, name: str, pretrained: bool | None = None, **options) -> HybridModel:
+        return cls.create(pretrained=pretrained, **options)
+
+    list_order = 1
+
+    @classmethod
+    def model_names(cls) -> tuple[list[str], list[str]]:
+        return [cls.backend], []
 
     def __init__(
         self,

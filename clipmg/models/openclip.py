@@ -30,8 +30,10 @@ from clipmg.models.base import (
     ContrastiveModel,
     resolve_temperature,
 )
+from clipmg.models.registry import register_backend
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+PREFIX = "openclip:"
 
 _IMAGE_HEADS = ("clip.visual.proj", "clip.visual.attnpool", "clip.visual.head")
 _TEXT_HEADS = ("clip.text_projection", "clip.text.text_projection", "clip.text.proj")
@@ -151,10 +153,28 @@ def _tokenizer_vocab_size(tokenizer) -> int | None:
     return size
 
 
+@register_backend
 class OpenClipModel(ContrastiveModel):
     """Wraps an open_clip CLIP / CustomTextCLIP as `self.clip`, with clipmg's `logit_scale`."""
 
     backend = "openclip"
+    name_argument = "model_name"
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return isinstance(name, str) and name.startswith(PREFIX)
+
+    @classmethod
+    def create_named(cls, name: str, pretrained: str | None = None, **options) -> OpenClipModel:
+        return cls.create(name[len(PREFIX):], pretrained=pretrained, **options)
+
+    list_order = 0
+
+    @classmethod
+    def model_names(cls) -> tuple[list[str], list[str]]:
+        register_model_configs()
+        own = clipmg_model_names()
+        return [PREFIX + n for n in own], [PREFIX + n for n in open_clip.list_models() if n not in own]
 
     def __init__(
         self,
@@ -178,7 +198,7 @@ class OpenClipModel(ContrastiveModel):
         self.preprocess_config = dict(preprocess)
         self.model_config = {
             "backend": self.backend,
-            "name": f"openclip:{model_name}",
+            "name": f"{PREFIX}{model_name}",
             "model_name": model_name,
             "pretrained": pretrained,
             "image_size": preprocess["image_size"],

@@ -32,6 +32,8 @@ from torch import nn
 
 from clipmg.errors import ModelError
 from clipmg.models.base import HEADS, IMAGE, TEXT, ContrastiveModel
+from clipmg.models.hybrid import create_image_encoder, image_preprocess
+from clipmg.models.registry import create_model_from_config, register_backend
 
 TIMM_PREFIX, TORCHVISION_PREFIX, CLIP_BACKBONE = "timm:", "torchvision:", "clip"
 TORCHVISION_BACKBONES = ("alexnet",)
@@ -62,12 +64,6 @@ def wants_pretrained(pretrained) -> bool | str:
 # --- backbones ----------------------------------------------------------------------------------
 
 
-def create_timm_backbone(name: str, pretrained: bool | str) -> nn.Module:
-    from clipmg.models.hybrid import create_image_encoder
-
-    return create_image_encoder(name, pretrained)
-
-
 def create_torchvision_backbone(name: str, pretrained: bool | str) -> nn.Module:
     """AlexNet with the last linear layer of its classifier removed: (B, 4096) features."""
     import torchvision
@@ -89,8 +85,6 @@ def create_torchvision_backbone(name: str, pretrained: bool | str) -> nn.Module:
 
 def backbone_preprocess(backbone: nn.Module, spec: str, image_size: int | None) -> dict[str, Any]:
     if spec.startswith(TIMM_PREFIX):
-        from clipmg.models.hybrid import image_preprocess
-
         return image_preprocess(backbone, image_size)
     return {"image_size": int(image_size or 224), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "interpolation": "bilinear"}
@@ -100,7 +94,7 @@ def create_backbone(spec: str, pretrained: bool | str, image_size: int | None) -
     """(backbone giving pooled features with `.num_features`, preprocess_config) for
     `timm:<name>` or `torchvision:<name>`."""
     if spec.startswith(TIMM_PREFIX) and len(spec) > len(TIMM_PREFIX):
-        backbone = create_timm_backbone(spec[len(TIMM_PREFIX):], pretrained)
+        backbone = create_image_encoder(spec[len(TIMM_PREFIX):], pretrained)
     elif spec.startswith(TORCHVISION_PREFIX):
         backbone = create_torchvision_backbone(spec[len(TORCHVISION_PREFIX):], pretrained)
     else:
@@ -116,9 +110,19 @@ def create_backbone(spec: str, pretrained: bool | str, image_size: int | None) -
 # --- model --------------------------------------------------------------------------------------
 
 
+@register_backend
 class SupervisedModel(ContrastiveModel):
     backend = "supervised"
+    name_argument = "backbone"
     has_classifier_head = True
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return is_supervised_name(name)
+
+    @classmethod
+    def create_named(cls, name: str, pretrained=None, **options) -> SupervisedModel:
+        return cls.create(name, pretrained=pretrained, **options)
 
     def __init__(self, backbone: nn.Module, *, spec: str, num_classes: int, feature_dim: int,
                  preprocess: dict[str, Any], dropout: float = 0.0, normalize_features: bool = False,
@@ -142,6 +146,7 @@ class SupervisedModel(ContrastiveModel):
                              "preprocess": dict(preprocess), **(provenance or {})}
         if self.is_wrapped:
             self.extra_inputs = tuple(backbone.extra_inputs)
+            self.input_settings = dict(backbone.input_settings)
             self.freeze()
 
     @property
@@ -174,6 +179,20 @@ class SupervisedModel(ContrastiveModel):
                    preprocess=model.preprocess_config, dropout=dropout, normalize_features=True,
                    provenance={"tower": model.model_config})
 
+    @classmethod
+    def wrap_with_head(cls, model: ContrastiveModel, num_classes: int | None, dropout: float = 0.0,
+                       source: str = "the model") -> SupervisedModel:
+        """`model` with a linear head over `num_classes`: wrapped if it has none, kept if it has
+        one of that size (fine-tuning a linear-head checkpoint)."""
+        if model.has_classifier_head:
+            if num_classes is not None and model.classifier.out_features != num_classes:
+                raise ModelError(f"{source} has a head over {model.classifier.out_features} classes; "
+                                 f"the label file has {num_classes}")
+            return model
+        if num_classes is None:
+            raise ModelError(f"a linear head over {source} needs num_classes (the number of classes)")
+        return cls.wrap(model, num_classes, dropout=dropout)
+
     @staticmethod
     def _measure_dim(model: ContrastiveModel) -> int:
         with torch.no_grad():
@@ -185,8 +204,6 @@ class SupervisedModel(ContrastiveModel):
         try:
             spec, num_classes, dropout = cfg["backbone"], int(cfg["num_classes"]), float(cfg.get("dropout", 0.0))
             if spec == CLIP_BACKBONE:
-                from clipmg.models.factory import create_model_from_config
-
                 return cls.wrap(create_model_from_config(cfg["tower"], folder=folder), num_classes, dropout)
             net, _ = create_backbone(spec, False, cfg["preprocess"]["image_size"])
             return cls(net, spec=spec, num_classes=num_classes, feature_dim=int(cfg["feature_dim"]),
@@ -230,9 +247,19 @@ class SupervisedModel(ContrastiveModel):
         """(B, C) class logits (texts are ignored: the head scores the classes)."""
         return self.classifier(self.dropout(self.features(images, **extras)))
 
+    def scoring_features(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        return self.features(images, **extras)
+
+    def logits_from_features(self, features: torch.Tensor, class_embeddings: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+        return self.classifier(self.dropout(features)).float()
+
+    def embedding_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(features, dim=-1)
+
     def class_logits(self, images: torch.Tensor, class_embeddings: torch.Tensor | None = None,
                      **extras: torch.Tensor) -> torch.Tensor:
-        return self.forward(images, **extras).float()
+        return self.logits_from_features(self.scoring_features(images, **extras))
 
     # --- training helpers -----------------------------------------------------------------------
 

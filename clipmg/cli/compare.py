@@ -1,0 +1,64 @@
+"""`clipmg compare`: every approach on one split, one table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clipmg.errors import DataError
+from clipmg.jobs.approaches import APPROACHES
+from clipmg.jobs.compare import MODES, compare
+from clipmg.jobs.demo import DEMO_DATA, QUICK_DATA
+from clipmg.synthetic import make_demo_data
+
+def _parse_budget(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    try:
+        epochs = int(value)
+    except ValueError:
+        epochs = 0
+    if not name or epochs < 1:
+        raise argparse.ArgumentTypeError(f"expected APPROACH=EPOCHS (e.g. linear-resnet50=3), got {text!r}")
+    return name, epochs
+
+
+def add_compare_arguments(parser) -> None:
+    parser.add_argument("--metadata", help="train.xlsx or .csv (default: generate the demo data into OUT/data)")
+    parser.add_argument("--labels", help="Clip_label.csv (required with --metadata)")
+    parser.add_argument("--split", help="split CSV shared by every approach (default: a clip-grouped split "
+                                        "written to OUT/split.csv)")
+    parser.add_argument("--out", required=True, help="folder for each approach's run and comparison.csv/.md")
+    parser.add_argument("--approaches", nargs="+", default=None, metavar="NAME",
+                        help="approaches to compare (default all registered: " + ", ".join(APPROACHES) + ")")
+    parser.add_argument("--mode", choices=MODES, default="demo",
+                        help="quick: tiny models, a few steps (smoke test); demo: clipmg demo settings (default)")
+    parser.add_argument("--epochs", type=_parse_budget, action="append", default=[], metavar="APPROACH=N",
+                        help="epoch budget of one approach (repeatable)")
+    parser.add_argument("--image-root", help="folder the Path column is relative to")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda ... (default auto)")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    metadata, labels = args.metadata, args.labels
+    if metadata is None:
+        data = make_demo_data(out / "data", seed=args.seed or 0,
+                                    **(QUICK_DATA if args.mode == "quick" else DEMO_DATA))
+        metadata, labels = data["metadata"], data["labels"]
+        print(f"demo data: {data['frames']} frames of {data['classes']} classes in {data['out']}")
+    elif labels is None:
+        raise DataError("--metadata needs --labels (Clip_label.csv)")
+    base = {key: value for key, value in (("device", args.device), ("seed", args.seed)) if value is not None}
+    table = compare(metadata, labels, args.split, args.approaches or list(APPROACHES), out, base, mode=args.mode,
+                    epochs=dict(args.epochs), image_root=args.image_root)
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'} ({len(table)} approaches)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="train every approach (contrastive, CNN heads, probe, pose, hand crops) "
+                                       "on one split and tabulate their metrics")
+    add_compare_arguments(p)
+    p.set_defaults(func=run)

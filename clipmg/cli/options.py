@@ -1,0 +1,83 @@
+"""Options several commands share, declared once: data files and column names, the checkpoint and
+inference settings, and the model to put prompts on."""
+
+from __future__ import annotations
+
+import argparse
+
+from clipmg.data import Columns
+from clipmg.inference import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT, DEFAULT_TOPK
+
+COLUMN_FLAGS = (("path", "Path"), ("class", "Class"), ("video", "Video ID"), ("frame", "Frame ID"),
+                ("caption", "Caption"))
+
+
+def add_column_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """--path-column, --class-column, ...: the metadata's column names."""
+    for column, default in COLUMN_FLAGS:
+        if only is None or column in only:
+            parser.add_argument(f"--{column}-column", default=default, help=f"column name (default {default!r})")
+
+
+def columns_from_args(args: argparse.Namespace) -> Columns:
+    return Columns(path=args.path_column, class_=args.class_column, video=args.video_column,
+                   frame=args.frame_column, caption=args.caption_column)
+
+
+def add_image_root_argument(parser: argparse.ArgumentParser, default: str = "training/ beside the metadata") -> None:
+    parser.add_argument("--image-root", help=f"folder the Path column is relative to (default {default})")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, metadata_required: bool = True) -> None:
+    parser.add_argument("--metadata", required=metadata_required, help="train.xlsx or a .csv of frames")
+    parser.add_argument("--labels", required=True, help="Clip_label.csv (id,name)")
+    add_image_root_argument(parser)
+    add_column_arguments(parser)
+
+
+def add_frames_arguments(parser: argparse.ArgumentParser, metadata_help: str) -> None:
+    """The frames a checkpoint is run on: a metadata file, or a split's subset."""
+    parser.add_argument("--metadata", required=True, help=metadata_help)
+    parser.add_argument("--split", help="split CSV (from `clipmg split` or a run's split.csv)")
+    parser.add_argument("--subset", default="val", choices=("train", "val", "all"),
+                        help="which frames of --split (default val)")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """How images are run through a model: batch size, device, decoding workers, bad images."""
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image decoding processes (default: min(4, CPU cores) with a GPU; on the CPU one "
+                             "per 8 cores, so none below 8; 0 decodes in the main process)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="go on without missing or unreadable images, and list them")
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--checkpoint", required=required, default=None if required else DEFAULT_CHECKPOINT,
+                        help="checkpoint folder, or a run folder (its best/)"
+                             + ("" if required else f" (default {DEFAULT_CHECKPOINT})"))
+    parser.add_argument("--labels", help="Clip_label.csv to rename the classes (ids must be the checkpoint's); "
+                                         "default: the class names stored in the checkpoint")
+
+
+def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
+    """A checkpoint to classify with, its prompts, and the runtime options."""
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--prompts", help="prompt set (file or name) replacing the checkpoint's")
+    add_runtime_arguments(parser)
+    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="classes listed per image (default 5)")
+
+
+def add_prompt_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model prompts are put on: a checkpoint, or an open_clip model by name (zero-shot)."""
+    group = parser.add_argument_group("model (one of)")
+    group.add_argument("--checkpoint", help="checkpoint folder, or a run folder (its best/)")
+    group.add_argument("--model", help="zero-shot: an open_clip model by name (e.g. ViT-B-32), no training")
+    group.add_argument("--pretrained", help="with --model: open_clip pretrained tag (e.g. openai) or weights file")
+    parser.add_argument("--labels", help="Clip_label.csv: class names (required with --model; with --checkpoint it "
+                                         "renames the classes, ids must match)")
+    add_runtime_arguments(parser)
+    add_image_root_argument(parser)
+    add_column_arguments(parser)

@@ -1,0 +1,76 @@
+"""`clipmg train`: every TrainConfig field is a flag (`--lr-heads 1e-3`), and `--config` a YAML of them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+from clipmg.training import TrainConfig, config_from_dict, load_config, load_run_config, train
+from clipmg.training.config import CHOICES
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults stay None so only flags given override the file."""
+    for f in dataclasses.fields(TrainConfig):
+        kind = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name in CHOICES:
+            parser.add_argument(flag, choices=CHOICES[f.name], default=None, help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None,
+                                metavar="BOOL", help=help_text)
+        else:
+            parser.add_argument(flag, type=_parse_optional(kind), default=None, help=help_text)
+
+
+def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    """Defaults < base (a resumed run's settings) < --config file < command-line flags."""
+    values = dict(base or {})
+    if getattr(args, "config", None):
+        values.update(load_config(args.config))
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    return config_from_dict(values, source=getattr(args, "config", None) or "config").validate()
+
+
+def run(args) -> int:
+    base = load_run_config(args.resume) if args.resume else None
+    summary = train(resolve_config(args, base=base), resume=args.resume)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a contrastive model",
+                       description="Settings come from --config (YAML) and are overridden by flags.")
+    p.add_argument("--config", help="YAML file of settings (any flag below, with _ for -)")
+    p.add_argument("--resume", help="run folder to continue exactly where it stopped")
+    add_config_arguments(p)
+    p.set_defaults(func=run)

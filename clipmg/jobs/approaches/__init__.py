@@ -1,0 +1,13 @@
+"""Approaches of `clipmg compare`, registered by name; importing this package registers the
+built-in and pose approaches."""
+
+from clipmg.jobs.approaches import builtin, pose  # noqa: F401  (they register themselves)
+from clipmg.jobs.approaches.registry import (
+    APPROACHES,
+    Approach,
+    ApproachResult,
+    ComparisonContext,
+    register_approach,
+)
+
+__all__ = ["APPROACHES", "Approach", "ApproachResult", "ComparisonContext", "register_approach"]

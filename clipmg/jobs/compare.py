@@ -1,0 +1,99 @@
+"""Compare approaches on one split (`clipmg compare`): each trains through the same data layer and
+trainer, then every checkpoint is evaluated by `clipmg.inference.evaluate_checkpoint` on the same
+validation frames, so the rows of `comparison.csv` / `comparison.md` differ only in the approach.
+
+Approaches are registered by name in `clipmg.jobs.approaches`. Quick mode (tests) trains tiny
+models for a few steps; demo mode uses the demo's data and training settings with a
+per-approach epoch budget (`DEMO_EPOCHS`, or `epochs={"linear-resnet50": 3}`), and the table
+says what each row was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from clipmg import data as cdata
+from clipmg.errors import DataError
+from clipmg.inference import evaluate_checkpoint
+from clipmg.jobs.approaches import APPROACHES, ComparisonContext
+from clipmg.jobs.demo import DEMO_TRAIN
+from clipmg.utils import atomic_write_text, markdown_table
+
+METRIC_COLUMNS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "n_images")
+MODES = ("quick", "demo")
+
+# Quick mode: seconds per approach on a tiny dataset (tests, a smoke check).
+QUICK_SETTINGS = {"model": "openclip:clipmg-tiny", "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8,
+                  "image_size": 32, "warmup_steps": 1, "workers": 0, "tensorboard": False,
+                  "lr_image": 1e-3, "lr_text": 1e-3, "lr_heads": 1e-3}
+# Demo mode: epochs per approach (the contrastive run gets the demo's). Large CNNs from scratch
+# are slow on a CPU; give them more with `--epochs linear-resnet50=20` where there is time.
+DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5}
+
+
+def mode_settings(mode: str) -> dict:
+    """The settings every approach starts from in `mode`."""
+    if mode not in MODES:
+        raise DataError(f"unknown comparison mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == "quick":
+        return dict(QUICK_SETTINGS)
+    return {**DEMO_TRAIN, "tensorboard": True}
+
+
+def ensure_split(metadata: Path, labels: Path, split: Path | None, out_dir: Path, seed: int) -> Path:
+    """The split CSV every approach uses: `split`, or a clip-grouped one written to out_dir."""
+    if split is not None:
+        if not Path(split).is_file():
+            raise DataError(f"split file not found: {split}")
+        return Path(split)
+    frames = cdata.read_metadata(metadata, labels=cdata.load_labels(labels))
+    made = cdata.split_dataset(frames, by="clip", seed=seed)
+    out_csv = out_dir / "split.csv"
+    cdata.write_split(made, frames, out_csv)
+    return out_csv
+
+
+def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, approaches: Sequence[str],
+            out_dir: str | Path, base_settings: Mapping | None = None, *, mode: str = "quick",
+            epochs: Mapping[str, int] | None = None, image_root: str | Path | None = None) -> pd.DataFrame:
+    """Train each of `approaches` on the train frames of one split, evaluate each checkpoint on its
+    val frames, and write `comparison.csv` and `comparison.md` into `out_dir`. `base_settings`
+    (TrainConfig values) override the mode's settings for every approach; `epochs` gives single
+    approaches their own epoch budget. Returns the table (one row per approach)."""
+    unknown = [name for name in approaches if name not in APPROACHES]
+    if unknown or not approaches:
+        raise DataError(f"unknown approach(es) {', '.join(unknown) or '(none given)'}; known: {', '.join(APPROACHES)}")
+    metadata, labels, out_dir = Path(metadata), Path(labels), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**mode_settings(mode), **dict(base_settings or {})}
+    split = ensure_split(metadata, labels, Path(split) if split else None, out_dir, int(settings.get("seed", 42)))
+    budgets = {**(DEMO_EPOCHS if mode == "demo" else {}), **dict(epochs or {})}
+    ctx = ComparisonContext(metadata=metadata, labels=labels, split=split, out_dir=out_dir, base_settings=settings,
+                            mode=mode, epochs=budgets, image_root=Path(image_root) if image_root else None)
+    rows = []
+    for name in approaches:
+        rows.append(evaluate_approach(ctx, name))
+        write_table(pd.DataFrame(rows), out_dir, split, mode)  # a stopped comparison keeps its finished rows
+    return pd.DataFrame(rows)
+
+
+def evaluate_approach(ctx: ComparisonContext, name: str) -> dict:
+    result = ctx.run(name)
+    metrics = evaluate_checkpoint(result.checkpoint, ctx.split, split=ctx.split, subset="val",
+                                  out_dir=ctx.out_dir / name / "eval", image_root=ctx.image_root,
+                                  device=ctx.base_settings.get("device", "auto"),
+                                  workers=ctx.base_settings.get("workers"))
+    return {"approach": name, **{key: metrics.get(key) for key in METRIC_COLUMNS},
+            "train_seconds": round(result.seconds, 1), "budget": result.budget,
+            "checkpoint": str(result.checkpoint), "description": APPROACHES[name].description}
+
+
+def write_table(table: pd.DataFrame, out_dir: Path, split: Path, mode: str) -> None:
+    atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False, float_format="%.4f"))
+    shown = markdown_table(table, ["approach", *METRIC_COLUMNS, "train_seconds", "budget"], digits=3,
+                           verbatim=("train_seconds",))
+    atomic_write_text(out_dir / "comparison.md", f"Validation frames of {split} (mode {mode}); every row "
+                      f"evaluated by clipmg evaluate.\n\n{shown}\n")

@@ -1,0 +1,197 @@
+"""Training configuration: one dataclass, loaded from YAML (and, in `clipmg train`, overridden by
+a flag per field). The resolved configuration is saved with each run and inside each checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from clipmg.errors import DataError
+from clipmg.metrics import VALIDATION_METRICS
+from clipmg.models.supervised import is_supervised_name, wants_pretrained
+from clipmg.utils import atomic_write_text
+
+CHOICES = {
+    "split_by": ("clip", "subject", "frames"),
+    "loss": ("ce", "soft_ce", "js"),
+    "contrast": ("batch", "classes"),
+    "text_source": ("caption", "prompt", "random_template"),
+    "balanced_sampler": ("none", "inverse", "sqrt"),
+    "scheduler": ("cosine", "plateau", "none"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "pooling": ("cls", "mean"),
+    "head": ("contrastive", "linear"),
+    "init_head": ("random", "zeroshot"),
+    "class_weighting": ("none", "inverse", "sqrt"),
+    "pose_fusion": ("none", "concat", "gated"),
+}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    metadata: str | None = None
+    labels: str | None = None
+    image_root: str | None = None
+    path_column: str = "Path"
+    class_column: str = "Class"
+    video_column: str = "Video ID"
+    frame_column: str = "Frame ID"
+    caption_column: str = "Caption"
+    split: str | None = field(default=None, metadata={"help": "split CSV from `clipmg split`"})
+    split_by: str = "clip"
+    val_fraction: float = 0.2
+    subject_column: str | None = None
+    skip_bad_images: bool = False
+    workers: int = 2
+    # model
+    model: str = "openclip:clipmg-small"
+    pretrained: str | None = None
+    image_encoder: str | None = field(default=None, metadata={"help": "hybrid: timm:<name>"})
+    text_encoder: str | None = field(default=None, metadata={"help": "hybrid: hf:<name or folder>"})
+    embed_dim: int | None = None
+    image_size: int | None = field(default=None, metadata={"help": "override the model's input size"})
+    pooling: str = "cls"
+    temperature: float | None = field(default=None, metadata={"help": "fixed temperature"})
+    learn_temperature: bool = True
+    freeze_image: bool = False
+    freeze_text: bool = False
+    init_from: str | None = field(default=None, metadata={"help": "checkpoint to fine-tune from"})
+    head: str = field(default="contrastive", metadata={
+        "help": "contrastive: score classes against prompt embeddings; linear: a linear classifier over the "
+                "classes on the image backbone (--model timm:<name>, torchvision:alexnet, or an openclip/hybrid "
+                "model's image tower, or --init-from a contrastive checkpoint)"})
+    init_head: str = field(default="random", metadata={
+        "help": "linear head from --init-from a contrastive checkpoint: zeroshot starts it at the class prompt "
+                "embeddings (logits = the zero-shot classifier's)"})
+    head_dropout: float = 0.0
+    # pose inputs (clipmg.pose; keypoints need the `pose` extra, MediaPipe)
+    pose_fusion: str = field(default="none", metadata={
+        "help": "fuse MediaPipe body and hand keypoints with the image embedding: concat or gated"})
+    keypoints: str | None = field(default=None, metadata={
+        "help": "keypoint cache folder (default: .clipmg_keypoints/ in the image root)"})
+    hand_crops: bool = field(default=False, metadata={
+        "help": "classify frames by their MediaPipe hand crops (max probability over crops)"})
+    hand_margin: float = field(default=0.3, metadata={"help": "hand box margin, times the box side"})
+    hand_full_frame: bool = field(default=True, metadata={"help": "hand crops: also score the full frame"})
+    # text side
+    prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
+    text_source: str = "caption"
+    # loss
+    loss: str = "ce"
+    contrast: str = "classes"
+    logit_adjust_tau: float = 0.0
+    balanced_sampler: str = "none"
+    class_weighting: str = field(default="none", metadata={"help": "linear head: class-weighted cross-entropy"})
+    focal_gamma: float = field(default=0.0, metadata={"help": "linear head: focal loss gamma (0: cross-entropy)"})
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 64
+    lr_image: float = 1e-4
+    lr_text: float = 1e-5
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"
+    warmup_steps: int = 50
+    plateau_patience: int = 2
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    precision: str = "auto"
+    max_steps_per_epoch: int | None = None
+    # run
+    output: str = "checkpoints/run"
+    seed: int = 42
+    device: str = "auto"
+    monitor: str = "top1"
+    patience: int | None = field(default=None, metadata={"help": "early stopping patience"})
+    save_every_steps: int | None = None
+    tensorboard: bool = True
+    hflip: bool = False
+    embed_every: int | None = field(default=None, metadata={"help": "projector of validation frames every N epochs"})
+    embed_max_images: int = 500
+
+    def validate(self) -> TrainConfig:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise DataError(f"config: {name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise DataError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("embed_every", "save_every_steps", "patience", "max_steps_per_epoch"):
+            value = getattr(self, name, None)
+            if value is not None and value < (0 if name == "patience" else 1):
+                raise DataError(f"config: {name} must be positive, got {value}")
+        if self.focal_gamma < 0:
+            raise DataError(f"config: focal_gamma must be 0 or more, got {self.focal_gamma}")
+        if self.init_head == "zeroshot" and (self.head != "linear" or not self.init_from):
+            raise DataError("config: init_head=zeroshot needs head=linear and init_from=<contrastive checkpoint>")
+        if self.pose_fusion != "none" and self.hand_crops:
+            raise DataError("config: pose_fusion and hand_crops are separate approaches; choose one")
+        if self.hand_margin < 0:
+            raise DataError(f"config: hand_margin must be at least 0, got {self.hand_margin}")
+        if not 0 < self.val_fraction < 1:
+            raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.monitor not in VALIDATION_METRICS:
+            raise DataError(f"config: monitor={self.monitor!r} is not a validation metric; choose from "
+                            f"{', '.join(VALIDATION_METRICS)}")
+        if is_supervised_name(self.model) and self.head != "linear" and not self.init_from:
+            raise DataError(f"--model {self.model} is an image backbone without a text tower: train it with "
+                            "--head linear")
+        return self
+
+    def wrapper_options(self, num_classes: int) -> dict:
+        """`clipmg.models.compose_model` options: head, pose fusion, hand crops."""
+        return {"head": self.head, "num_classes": num_classes, "head_dropout": self.head_dropout,
+                "pose_fusion": self.pose_fusion, "hand_crops": self.hand_crops,
+                "hand_full_frame": self.hand_full_frame, "hand_margin": self.hand_margin,
+                "keypoint_cache": self.keypoints}
+
+    def model_options(self, num_classes: int) -> dict:
+        """`clipmg.models.create_model(self.model, **options)`: the backend's settings, then the
+        wrappers'. A hybrid model's towers are pretrained only when `pretrained` says so."""
+        options = {"image_size": self.image_size}
+        if self.model == "hybrid":
+            options.update(image=self.image_encoder or "timm:resnet50",
+                           text=self.text_encoder or "hf:distilbert-base-uncased",
+                           pretrained=bool(wants_pretrained(self.pretrained)), pooling=self.pooling)
+            if self.embed_dim:
+                options["embed_dim"] = self.embed_dim
+        else:
+            options["pretrained"] = self.pretrained
+        if not is_supervised_name(self.model):
+            options.update(temperature=self.temperature, learn_temperature=self.learn_temperature)
+        return {**options, **self.wrapper_options(num_classes)}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DataError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**values)
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise DataError(f"config file {path} must hold a mapping of settings")
+    return values
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

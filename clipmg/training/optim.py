@@ -1,0 +1,40 @@
+"""AdamW over per-group learning rates (image tower, text tower, heads) and LR schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from clipmg.training.config import TrainConfig
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(lr_image=cfg.lr_image, lr_text=cfg.lr_text, lr_heads=cfg.lr_heads,
+                                weight_decay=cfg.weight_decay)
+    groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p.requires_grad]
+    return torch.optim.AdamW(groups)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler, stepped_per) where stepped_per is 'step', 'epoch' or None."""
+    if cfg.scheduler == "cosine":
+        total = steps_per_epoch * cfg.epochs
+        return cosine_with_warmup(optimizer, min(cfg.warmup_steps, total // 2), total), "step"
+    if cfg.scheduler == "plateau":
+        mode = "min" if cfg.monitor == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5,
+                                                          patience=cfg.plateau_patience), "epoch"
+    return None, None
