@@ -19,7 +19,7 @@ have no target and are skipped. Every image must have its label among `text_labe
 
 `logit_bias` (C,), indexed by class index, is added to the image->text logits of each class's
 columns; `tau * log(class_prior)` gives logit-adjusted training (Menon et al. 2021) against class
-imbalance, meant for `classes` contrast (`logit_adjust` does the same on a logits matrix).
+imbalance, meant for `classes` contrast (`class_prior_bias` makes it from the class prior).
 """
 
 from __future__ import annotations
@@ -44,11 +44,6 @@ def class_prior_bias(class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tenso
     so rare classes must win by a larger margin. `class_prior` (N,) need not sum to 1."""
     prior = class_prior.float().clamp(min=torch.finfo(torch.float32).tiny)
     return tau * prior.log()
-
-
-def logit_adjust(logits: torch.Tensor, class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """`logits` with `class_prior_bias` added to each column's class."""
-    return logits + class_prior_bias(class_prior, tau).to(logits)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The benchmark (benchmarks/bench.py) keeps working: a tiny end-to-end run,
+"""The benchmark (benchmarks/) keeps working: a tiny end-to-end run,
 open_clip_train's subprocess included, plus its parsing and reporting helpers."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from benchmarks import bench
+from benchmarks import dataset, model_configs, per_image_loop, report, runner, targets, training
+from benchmarks.settings import BenchSettings
 from clipmg.errors import DataError
 
 
@@ -36,13 +37,13 @@ def _figures(model_result: dict) -> dict[str, float]:
                     reason="open_clip_train needs webdataset and braceexpand (pip install "
                            "'open_clip_torch[training]')")
 def test_tiny_benchmark_reports_every_figure(tmp_path):
-    settings = bench.BenchSettings(
+    settings = BenchSettings(
         out=tmp_path / "out", models=("openclip:clipmg-tiny",), frames=64, size=32, image_size=32,
         batch_size=8, workers=0, threads=1, warmup_steps=1, max_train_steps=2, loop_images=4,
         model_only_batches=2, repeats=2, memory_rows=(64, 128), work_dir=tmp_path / "work")
-    results = bench.run_benchmark(settings)
+    results = runner.run_benchmark(settings)
 
-    written = json.loads((tmp_path / "out" / bench.RESULTS_JSON).read_text())
+    written = json.loads((tmp_path / "out" / report.RESULTS_JSON).read_text())
     assert written["models"].keys() == {"openclip:clipmg-tiny"}
     for key in ("cpu", "cores", "gpu", "torch", "device"):
         assert key in written["machine"]
@@ -64,57 +65,57 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert loops.keys() == {"longest", "context"} and model["inference"]["per_image_loop"] == loops["longest"]
     assert {model["inference"]["test_py"]["workers"], model["inference"]["test_py_other_workers"]["workers"]} == {0, 1}
     assert model["inference"]["memory"]["runs"]["128"]["rows"] == 128
-    assert {t["key"] for t in model["targets"]} == {t.key for t in bench.TARGETS}
-    specs = {t.key: t for t in bench.TARGETS}
+    assert {t["key"] for t in model["targets"]} == {t.key for t in targets.TARGETS}
+    specs = {t.key: t for t in targets.TARGETS}
     for target in model["targets"]:
         assert target["met"] == specs[target["key"]].met(target["value"])
         assert target["required"] == (not specs[target["key"]].clip_text_only)  # tiny text tower
 
-    table = (tmp_path / "out" / bench.RESULTS_MD).read_text()
+    table = (tmp_path / "out" / report.RESULTS_MD).read_text()
     assert "| measurement | clipmg-tiny |" in table and "open_clip_train" in table
-    assert table == bench.render_markdown(results)
+    assert table == report.render_markdown(results)
 
 
 def test_open_clip_log_parsing_discards_warmup_steps():
     line = ("2026-01-01,00:00:00 | INFO | Train Epoch: 0 [ {n}/128 ({p}%)] Data (t): 0.001 Batch (t): 0.500, "
             "{rate}/s, {rate}/s/gpu LR: 0.000000 Logit Scale: 14.286 Contrastive_loss: 2.0794 (2.0794)")
     log = "\n".join(line.format(n=8 * i, p=i, rate=rate) for i, rate in enumerate([1.0, 16.0, 8.0], 1))
-    rates = bench.parse_open_clip_steps(log + "\nsome other line\n")
+    rates = training.parse_open_clip_steps(log + "\nsome other line\n")
     assert rates == [1.0, 16.0, 8.0]
     # after the warm-up: 2 steps of 8 samples in 0.5 s + 1 s
-    assert bench.samples_per_s_after_warmup(rates, batch_size=8, warmup_steps=1) == pytest.approx(16 / 1.5)
+    assert training.samples_per_s_after_warmup(rates, batch_size=8, warmup_steps=1) == pytest.approx(16 / 1.5)
 
 
 def test_targets_are_computed_from_the_measurements():
     result = {"training": {"speedup": 1.49}, "inference": {"loop_speedup": 31.0, "pipeline_efficiency": 0.8,
                                                            "memory": {"growth": 1.11}}}
-    verdicts = {t["key"]: (t["met"], t["required"]) for t in bench.evaluate_targets(result, clip_text=True)}
+    verdicts = {t["key"]: (t["met"], t["required"]) for t in targets.evaluate_targets(result, clip_text=True)}
     assert verdicts == {"training_speedup": (False, True), "loop_speedup": (True, True),
                         "pipeline_efficiency": (True, True), "memory_growth": (False, True)}
-    small = {t["key"]: t["required"] for t in bench.evaluate_targets(result, clip_text=False)}
+    small = {t["key"]: t["required"] for t in targets.evaluate_targets(result, clip_text=False)}
     assert small == {"training_speedup": False, "loop_speedup": False, "pipeline_efficiency": True,
                      "memory_growth": True}
 
 
 def test_demo_layout_has_imigues_classes_when_the_frames_allow():
-    assert bench.demo_layout(2000)["classes"] == 32
-    assert bench.demo_layout(2000, classes=12)["classes"] == 12
-    assert bench.demo_layout(64)["classes"] == 4  # 16 clips: 4 a class
+    assert dataset.demo_layout(2000)["classes"] == 32
+    assert dataset.demo_layout(2000, classes=12)["classes"] == 12
+    assert dataset.demo_layout(64)["classes"] == 4  # 16 clips: 4 a class
 
 
 def test_clip_sized_text_tower_is_read_from_the_config():
-    assert bench.has_clip_sized_text("openclip:clipmg-small-cliptext")
-    assert not bench.has_clip_sized_text("openclip:clipmg-small")
+    assert model_configs.has_clip_sized_text("openclip:clipmg-small-cliptext")
+    assert not model_configs.has_clip_sized_text("openclip:clipmg-small")
 
 
 def test_update_doc_replaces_only_between_the_markers(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"# Title\n{bench.DOC_BEGIN}\nold table\n{bench.DOC_END}\nafter\n")
-    bench.update_doc(doc, "| new |\n")
-    assert doc.read_text() == f"# Title\n{bench.DOC_BEGIN}\n| new |\n{bench.DOC_END}\nafter\n"
+    doc.write_text(f"# Title\n{report.DOC_BEGIN}\nold table\n{report.DOC_END}\nafter\n")
+    report.update_doc(doc, "| new |\n")
+    assert doc.read_text() == f"# Title\n{report.DOC_BEGIN}\n| new |\n{report.DOC_END}\nafter\n"
     (tmp_path / "plain.md").write_text("no markers\n")
     with pytest.raises(DataError, match="plain.md"):
-        bench.update_doc(tmp_path / "plain.md", "x")
+        report.update_doc(tmp_path / "plain.md", "x")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -126,7 +127,7 @@ def test_update_doc_replaces_only_between_the_markers(tmp_path):
 ])
 def test_bad_settings_are_named(change, message):
     with pytest.raises(DataError, match=message):
-        bench.BenchSettings(**change).validate()
+        BenchSettings(**change).validate()
 
 
 def test_both_loop_text_encodings_give_the_same_class_embeddings():
@@ -137,7 +138,7 @@ def test_both_loop_text_encodings_give_the_same_class_embeddings():
 
     torch.manual_seed(0)
     model = create_model("openclip:clipmg-tiny").eval()
-    encoders = bench.loop_text_encoders(model)
+    encoders = per_image_loop.loop_text_encoders(model)
     assert set(encoders) == {"longest", "context"} and encoders["longest"] is model
     stock = encoders["context"]
     tokens = model.tokenizer(["a photo of folding arms"])

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from clipmg.data import (
     Columns,
     FrameDataset,
-    check_dataset,
     balanced_sample_weights,
+    check_dataset,
     class_counts,
     class_index_map,
     clean_class_name,
@@ -366,6 +366,20 @@ def test_eval_transform_is_resize_center_crop_normalise():
         image
     )
     assert torch.allclose(out, torch.ones(3, 30, 30))
+
+
+def test_eval_transform_enlarges_with_the_models_interpolation():
+    """preprocess_config["interpolation"] decides how small frames are enlarged (it was stored and ignored)."""
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    config = {"image_size": 30, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    outputs = {}
+    for name, flag in (("bilinear", cv2.INTER_LINEAR), ("bicubic", cv2.INTER_CUBIC)):
+        outputs[name] = transform_for_model({**config, "interpolation": name}, normalize=False)(image)
+        expected = cv2.resize(image, (30, 30), interpolation=flag)
+        assert torch.equal(outputs[name], torch.from_numpy(expected).permute(2, 0, 1)), name
+    assert not torch.equal(outputs["bilinear"], outputs["bicubic"])
 
 
 def test_uint8_transform_normalised_on_the_batch_equals_the_normalised_transform():

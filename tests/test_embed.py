@@ -16,7 +16,7 @@ from PIL import Image
 
 from clipmg.checkpoint import save_checkpoint
 from clipmg.cli import main
-from clipmg.data import load_labels, read_metadata, sample_frames
+from clipmg.data import load_image, load_labels, read_metadata, sample_frames
 from clipmg.errors import ImageError
 from clipmg.inference import Classifier
 from clipmg.jobs.embed import embed_checkpoint
@@ -263,3 +263,23 @@ def test_learned_prompts(checkpoint, paths, tmp_path):
     plain = Classifier.from_checkpoint(checkpoint, device="cpu").class_embeddings.numpy()
     assert not np.allclose(got["matrix"][4:], plain, atol=1e-3)
     assert got["rows"][4][-1].startswith("[3 learned context vectors]")
+
+
+def test_a_model_with_a_class_head_runs_its_image_tower_once_per_batch(paths):
+    """Embeddings and logits of a linear-head model both come from one forward of its backbone."""
+    from clipmg.models import create_model
+
+    labels = load_labels(paths["labels"])
+    torch.manual_seed(0)
+    model = create_model("timm:test_resnet", num_classes=len(labels), image_size=32).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    classifier = Classifier.from_model(model, list(labels), list(labels.values()))
+    frames = read_metadata(paths["metadata"], labels).iloc[:8]
+    emb = embed_frames(classifier, frames, [paths["root"]], workers=0, thumb_size=None, batch_size=4)
+    assert calls == [4, 4]
+    assert len(emb) == 8 and emb.logits.shape == (8, len(labels))
+    transform = classifier.transform()
+    images = torch.stack([transform(load_image(paths["root"] / p, max_size=transform.decode_size))
+                          for p in frames["path"]])
+    np.testing.assert_allclose(emb.logits, classifier.logits(images).numpy(), rtol=1e-4, atol=1e-5)

@@ -150,3 +150,33 @@ def test_trainer_trains_hand_crops_on_uncropped_frames(tiny_train_settings, monk
     train_pipeline = repr(trainer.train_dataset.dataset.transform.pipeline)
     assert "RandomResizedCrop" not in train_pipeline and "CenterCrop" in train_pipeline
     assert 0.0 <= summary["best"]["top1"] <= 1.0
+
+
+def test_prompt_experiments_score_a_hand_crop_checkpoint_as_test_py_does(tiny_dataset, tmp_path, monkeypatch):
+    """`clipmg prompts evaluate` rescoring cached features gives test.py's figures for a model whose
+    scores are not a plain dot product (max probability over hand crops)."""
+    from clipmg.checkpoint import save_checkpoint
+    from clipmg.inference import evaluate_checkpoint
+    from clipmg.jobs.prompt_eval import evaluate_prompt_sets
+
+    def fake_boxes(paths, roots, options):
+        boxes = np.zeros((len(paths), 2, 5), dtype=np.float32)
+        boxes[::2, 0] = (0.2, 0.3, 0.6, 0.7, 1.0)
+        boxes[::3, 1] = (0.5, 0.1, 0.9, 0.5, 1.0)
+        return boxes
+
+    monkeypatch.setitem(cdata.EXTRA_FIELD_LOADERS, "hand_boxes", fake_boxes)
+    labels = cdata.load_labels(tiny_dataset / "Clip_label.csv")
+    torch.manual_seed(0)
+    model = HandCropModel(create_model("openclip:clipmg-tiny"), include_full_frame=False)
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, model, {"class_ids": list(labels), "class_names": list(labels.values()),
+                                    "preprocess": model.preprocess_config})
+    metadata = tiny_dataset / "training" / "train.xlsx"
+    table = evaluate_prompt_sets(["classnames", "photo"], metadata, checkpoint=folder, out_dir=tmp_path / "p",
+                                 workers=0, tensorboard=False)["table"].set_index("prompts")
+    for prompts in ("classnames", "photo"):
+        reference = evaluate_checkpoint(folder, metadata, out_dir=tmp_path / prompts, workers=0,
+                                        prompts=None if prompts == "classnames" else prompts)
+        for key in ("top1", "top5", "balanced_accuracy", "clip_top1"):
+            assert table.loc[prompts, key] == pytest.approx(reference[key]), (prompts, key)

@@ -11,10 +11,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from clipmg.checkpoint import load_checkpoint
-from clipmg.errors import DataError, ModelError
-from clipmg.inference import evaluate_checkpoint
 from clipmg.cli.probe import add_probe_arguments
 from clipmg.cli.probe import run as probe_from_args
+from clipmg.errors import DataError, ModelError
+from clipmg.inference import evaluate_checkpoint
 from clipmg.jobs.linear_probe import fit_linear_head, probe_checkpoint
 from clipmg.models import SupervisedModel
 from clipmg.training import TrainConfig, train

@@ -104,12 +104,12 @@ def test_random_template_draws_one_template_per_class_per_step(tiny_train_settin
                                          "text_source": "random_template"}).validate())
         trainer.setup()
         templates = load_prompt_set("photo").templates
-        names, ids = trainer.classes.names, trainer.classes.ids
+        names, ids = trainer.data.class_names, trainer.data.class_ids
         batch = next(iter(trainer.train_loader))
         drawn = set()
         for seed in range(12):
-            texts, text_labels, columns = trainer._texts_for_step(trainer.sample_text[batch["index"]],
-                                                                  torch.Generator().manual_seed(seed))
+            texts, text_labels, columns = trainer.texts.for_step(trainer.texts.sample_text[batch["index"]],
+                                                                 torch.Generator().manual_seed(seed))
             for text, label in zip(texts, text_labels.tolist()):
                 assert text in [t.format(names[label]) for t in templates]
                 drawn.add(text)

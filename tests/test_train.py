@@ -183,3 +183,12 @@ def test_augmentation_changes_each_epoch_and_ignores_the_number_of_workers(tiny_
     for index in first:
         torch.testing.assert_close(worker_first[index], first[index])
         torch.testing.assert_close(worker_second[index], second[index])
+
+
+def test_an_unknown_monitor_fails_before_training(tiny_train_settings):
+    """--monitor is checked with the rest of the config, not after a first epoch of training."""
+    from clipmg.errors import DataError
+
+    with pytest.raises(DataError, match="monitor='top_1' is not a validation metric"):
+        TrainConfig(**{**tiny_train_settings, "monitor": "top_1"}).validate()
+    TrainConfig(**{**tiny_train_settings, "monitor": "balanced_accuracy"}).validate()

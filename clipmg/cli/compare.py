@@ -11,6 +11,7 @@ from clipmg.jobs.compare import MODES, compare
 from clipmg.jobs.demo import DEMO_DATA, QUICK_DATA
 from clipmg.synthetic import make_demo_data
 
+
 def _parse_budget(text: str) -> tuple[str, int]:
     name, _, value = text.partition("=")
     try:

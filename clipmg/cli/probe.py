@@ -9,6 +9,7 @@ from clipmg.inference import DEFAULT_BATCH_SIZE
 from clipmg.jobs.linear_probe import DEFAULT_L2, DEFAULT_MAX_ITER, probe_checkpoint
 from clipmg.losses import CLASS_WEIGHTINGS
 
+
 def add_probe_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="contrastive checkpoint (or run folder: its best/)")
     parser.add_argument("--split", required=True, help="split CSV (from `clipmg split` or a run's split.csv): "

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from clipmg.utils import logger
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -25,6 +27,10 @@ TRAIN_CROP_SCALE = (0.6, 1.0)
 TRAIN_CROP_RATIO = (0.8, 1.25)
 MAX_ROTATION_DEGREES = 10
 PIPELINE_STREAM = 0x5EED  # keeps the per-step seeds apart from other streams drawn from the same seed
+#: a model's `preprocess_config["interpolation"]` -> the OpenCV flag used to enlarge images; shrinking
+#: always averages (INTER_AREA), as the antialiased resizes of CLIP and timm do
+INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
+                  "lanczos": cv2.INTER_LANCZOS4}
 
 
 class ImageTransform:
@@ -101,8 +107,10 @@ def create_transform(
     train: bool = False,
     hflip: bool = False,
     normalize: bool = True,
+    interpolation: str = "bicubic",
 ) -> ImageTransform:
     """The preprocessing for a model with input `image_size` (an int, or (height, width)).
+    `interpolation` (bicubic, bilinear, nearest, lanczos) enlarges images smaller than the input.
 
     With `normalize=False` the output stays uint8 (3, S, S); pass batches of it through
     `normalize_images` with the same mean and std (equal to the normalised form up to float
@@ -115,7 +123,11 @@ def create_transform(
     """
     height, width = _size_pair(image_size)
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    steps = _train_steps(height, width, mean, hflip) if train else _eval_steps(height, width)
+    if interpolation not in INTERPOLATIONS:
+        logger.warning("interpolation %r is not one of %s: enlarging with bicubic", interpolation,
+                       ", ".join(INTERPOLATIONS))
+    flag = INTERPOLATIONS.get(interpolation, cv2.INTER_CUBIC)
+    steps = _train_steps(height, width, mean, hflip, flag) if train else _eval_steps(height, width, flag)
     if normalize:
         steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
     pipeline = A.Compose(steps)
@@ -142,7 +154,8 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float] = OPENAI_CLIP_M
 def transform_for_model(
     preprocess_config: Mapping, train: bool = False, hflip: bool = False, normalize: bool = True
 ) -> ImageTransform:
-    """`create_transform` from a model's `preprocess_config` (`image_size`, `mean`, `std`)."""
+    """`create_transform` from a model's `preprocess_config` (`image_size`, `mean`, `std`,
+    `interpolation`)."""
     return create_transform(
         preprocess_config["image_size"],
         preprocess_config.get("mean", OPENAI_CLIP_MEAN),
@@ -150,6 +163,7 @@ def transform_for_model(
         train=train,
         hflip=hflip,
         normalize=normalize,
+        interpolation=preprocess_config.get("interpolation") or "bicubic",
     )
 
 
@@ -160,17 +174,16 @@ def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
-def _eval_steps(height: int, width: int) -> list:
+def _eval_steps(height: int, width: int, interpolation: int) -> list:
     return [
-        # INTER_AREA when shrinking, bicubic when enlarging: close to CLIP's antialiased bicubic.
         A.SmallestMaxSize(
-            max_size=max(height, width), interpolation=cv2.INTER_CUBIC, area_for_downscale="image"
+            max_size=max(height, width), interpolation=interpolation, area_for_downscale="image"
         ),
         A.CenterCrop(height=height, width=width),
     ]
 
 
-def _train_steps(height: int, width: int, mean: tuple[float, ...], hflip: bool) -> list:
+def _train_steps(height: int, width: int, mean: tuple[float, ...], hflip: bool, interpolation: int) -> list:
     fill = tuple(round(m * 255) for m in mean)  # becomes 0 after normalisation
     steps = [
         CenterCropToAspect(TRAIN_CROP_RATIO[1]),
@@ -178,7 +191,7 @@ def _train_steps(height: int, width: int, mean: tuple[float, ...], hflip: bool) 
             size=(height, width),
             scale=TRAIN_CROP_SCALE,
             ratio=TRAIN_CROP_RATIO,
-            interpolation=cv2.INTER_CUBIC,
+            interpolation=interpolation,
             area_for_downscale="image",
         ),
         A.Affine(

@@ -23,7 +23,12 @@ from clipmg.data.labels import name_key
 from clipmg.errors import DataError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, default_workers, image_roots
 from clipmg.inference.classifier import Classifier, id_range
-from clipmg.inference.scoring import STATUS_COLUMN, check_inference_options, prediction_frame, score_images
+from clipmg.inference.scoring import (
+    STATUS_COLUMN,
+    check_inference_options,
+    prediction_frame,
+    score_images,
+)
 from clipmg.metrics import write_report
 from clipmg.utils import atomic_output, logger, progress
 

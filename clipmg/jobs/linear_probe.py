@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from clipmg import data as cdata
 from clipmg.checkpoint import WEIGHTS, save_checkpoint
 from clipmg.errors import CheckpointError, DataError, ModelError
-from clipmg.metrics import compute_metrics
-from clipmg.losses import CLASS_WEIGHTINGS, class_weights_from_counts, classification_loss
 from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, encode_frames, image_roots
+from clipmg.losses import CLASS_WEIGHTINGS, class_weights_from_counts, classification_loss
+from clipmg.metrics import compute_metrics
 from clipmg.models import SupervisedModel
 from clipmg.utils import atomic_path, logger
 

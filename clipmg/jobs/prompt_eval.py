@@ -26,7 +26,13 @@ import torch
 
 from clipmg import data as cdata
 from clipmg.errors import DataError
-from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, EncodedFrames, encode_frames, image_roots
+from clipmg.inference import (
+    DEFAULT_BATCH_SIZE,
+    Classifier,
+    EncodedFrames,
+    encode_frames,
+    image_roots,
+)
 from clipmg.metrics import compute_metrics
 from clipmg.prompts import LearnedPromptSet, PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.utils import atomic_write_text, logger, markdown_table

@@ -25,7 +25,13 @@ import torch
 from clipmg import data as cdata
 from clipmg.checkpoint import save_checkpoint
 from clipmg.errors import DataError
-from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, EncodedFrames, encode_frames, image_roots
+from clipmg.inference import (
+    DEFAULT_BATCH_SIZE,
+    Classifier,
+    EncodedFrames,
+    encode_frames,
+    image_roots,
+)
 from clipmg.jobs.prompt_eval import freeze_all, load_classifier, score_prompt_set
 from clipmg.losses import contrastive_loss
 from clipmg.metrics import compute_metrics

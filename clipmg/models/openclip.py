@@ -312,7 +312,7 @@ class OpenClipModel(ContrastiveModel):
         pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
         return tower if tower.attn_mask is not None and pool in ("argmax", "eos") else None
 
-    # --- learned prompts (clipmg.prompt_learning) ----------------------------------------------
+    # --- learned prompts (clipmg.prompts.learned) ----------------------------------------------
 
     def _text_tower(self):
         """The module holding open_clip's text parts: the CLIP itself, or `clip.text` (CustomTextCLIP)."""

@@ -9,7 +9,7 @@ Three kinds of backbone, named by a prefix:
   normalised image embedding feeds the head. `init_zero_shot_head` then sets the head to
   `scale * class prompt embeddings` (bias 0): before any training its logits are exactly the
   zero-shot classifier's (the LP-FT / FLYP starting point). The linear probe
-  (`clipmg.linear_probe`) writes the same kind of model.
+  (`clipmg.jobs.linear_probe`) writes the same kind of model.
 
     create_model("timm:resnet50", num_classes=32, pretrained=True)
     SupervisedModel.wrap(load_checkpoint("run/best")[0], num_classes=32)

@@ -61,7 +61,7 @@ class PromptSet:
 class LearnedPromptSet(PromptSet):
     """CoOp prompts: `context` (n_ctx, width) learned token embeddings put after the start token,
     before the tokens of `class_template` filled with the class name (or description). Needs
-    an open_clip model whose token width is `width` (see clipmg.prompt_learning)."""
+    an open_clip model whose token width is `width` (see clipmg.prompts.learned)."""
 
     name: str = "learned"
     templates: list[str] = field(default_factory=lambda: ["{}."])

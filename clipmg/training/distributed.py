@@ -62,11 +62,6 @@ def gather_objects(obj, env: DistEnv) -> list:
     return out
 
 
-def barrier(env: DistEnv) -> None:
-    if env.enabled:
-        dist.barrier()
-
-
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """Rank 0's decision (e.g. early stop), shared with every rank."""
     if not env.enabled:

@@ -1,5 +1,6 @@
-"""What the trainer writes to TensorBoard besides scalars: the validation confusion matrix every
-epoch, and projector points of a fixed sample of validation frames every `embed_every` epochs."""
+"""What the trainer writes to TensorBoard: learning rates and the temperature every step, losses,
+metrics and the validation confusion matrix every epoch, and projector points of a fixed sample
+of validation frames every `embed_every` epochs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,21 @@ from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier
 from clipmg.metrics import confusion, plot_confusion
 from clipmg.prompts import PromptSet
 from clipmg.visual import embed_frames, prompt_descriptions, write_projector
+
+
+def log_step(writer, step: int, optimizer: torch.optim.Optimizer, scale: float) -> None:
+    for i, group in enumerate(optimizer.param_groups):
+        writer.add_scalar(f"lr/{group.get('name', i)}", group["lr"], step)
+    writer.add_scalar("train/logit_scale", scale, step)
+
+
+def log_epoch(writer, epoch: int, train_stats: dict, metrics: dict, logits: torch.Tensor, targets: torch.Tensor,
+              class_ids: Sequence[int], class_names: Sequence[str]) -> None:
+    for key, value in train_stats.items():
+        writer.add_scalar(f"train/{key}", value, epoch)
+    for key, value in metrics.items():
+        writer.add_scalar(f"val/{key}", value, epoch)
+    log_confusion(writer, logits, targets, class_names, epoch, class_ids=class_ids)
 
 
 def log_confusion(writer, logits: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str], step: int,

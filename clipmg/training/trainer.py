@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -27,26 +25,24 @@ from clipmg.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from clipmg.errors import DataError, TrainingError
-from clipmg.losses import class_prior_bias, class_weights_from_counts, classification_loss, contrastive_loss
+from clipmg.errors import TrainingError
+from clipmg.losses import (
+    class_prior_bias,
+    class_weights_from_counts,
+    classification_loss,
+    contrastive_loss,
+)
 from clipmg.metrics import LOWER_IS_BETTER, compute_metrics
 from clipmg.models import compose_model, create_model, model_extras
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
-from clipmg.training.optim import build_optimizer, build_scheduler
+from clipmg.training.data import frame_dataset, load_run_data, loader_options
+from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
+from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
+from clipmg.training.texts import TrainingTexts
 from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
-
-
-@dataclass
-class Classes:
-    ids: list[int]
-    names: list[str]
-
-    @property
-    def index_of(self) -> dict[int, int]:
-        return {cid: i for i, cid in enumerate(self.ids)}
 
 
 class Trainer:
@@ -63,17 +59,21 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        self.classes, self.train_df, self.val_df, self.image_root = self._load_data()
+        self.data = load_run_data(cfg)
+        self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
+        self.train_targets = self._targets(self.train_df)
+        self.val_targets = self._targets(self.val_df)
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
         self.preprocess = dict(self.model.preprocess_config)
-        self._build_text_table()
+        self.texts = TrainingTexts.build(self.train_df, self.train_targets, self.data.class_ids, self.data.class_names,
+                                         self.prompt_set, cfg.text_source, cfg.contrast)
         self.train_loader, self.train_sampler = self._train_loader()
         self.val_loader = self._val_loader()
         self.optimizer = build_optimizer(self.model, cfg)
         self.steps_per_epoch = self._optimizer_steps_per_epoch()
         self.scheduler, self.scheduler_every = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
-        self.autocast_dtype = self._autocast_dtype()
+        self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.logit_bias = self._class_prior_bias()
         self.class_weights = self._class_weights()
@@ -85,49 +85,20 @@ class Trainer:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            self._save_split_csv()
+            self.data.write_split(self.run_dir)
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    def _load_data(self):
-        cfg = self.cfg
-        if not cfg.metadata or not cfg.labels:
-            raise DataError("training needs --metadata (train.xlsx or .csv) and --labels (Clip_label.csv)")
-        columns = cdata.Columns(path=cfg.path_column, class_=cfg.class_column, video=cfg.video_column,
-                                frame=cfg.frame_column, caption=cfg.caption_column)
-        labels = cdata.load_labels(cfg.labels)
-        image_root = Path(cfg.image_root) if cfg.image_root else cdata.default_image_root(cfg.metadata)
-        if cfg.split:
-            frames = cdata.read_split(cfg.split, labels, columns)
-            train_df, val_df = frames[frames["split"] == "train"], frames[frames["split"] == "val"]
-            self.split_report = {"source": str(cfg.split)}
-        else:
-            frames = cdata.read_metadata(cfg.metadata, labels=labels, columns=columns)
-            split = cdata.split_dataset(frames, by=cfg.split_by, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                        subject_column=cfg.subject_column)
-            train_df, val_df = frames.iloc[split.train_index], frames.iloc[split.val_index]
-            self.split_report = split.report
-            self.split = split
-            self.all_frames = frames
-        if self.split_report.get("leakage"):
-            logger.warning("validation leaks: %.1f%% of validation frames come from clips also in training; "
-                           "its accuracy will be inflated", 100 * self.split_report["leakage"])
-        if len(train_df) == 0 or len(val_df) == 0:
-            raise DataError(f"the split leaves {len(train_df)} training and {len(val_df)} validation frames; "
-                            "both must be non-empty")
-        classes = Classes(ids=list(labels), names=list(labels.values()))
-        return classes, train_df.reset_index(drop=True), val_df.reset_index(drop=True), image_root
-
-    def _save_split_csv(self) -> None:
-        if hasattr(self, "split"):
-            cdata.write_split(self.split, self.all_frames, self.run_dir / "split.csv")
+    def _targets(self, frames) -> torch.Tensor:
+        index_of = self.data.index_of
+        return torch.tensor([index_of[c] for c in frames["class_id"]], dtype=torch.long)
 
     def _build_model(self):
         """The model `cfg` names, or the `init_from` checkpoint, wrapped as `cfg` asks."""
         cfg = self.cfg
-        num_classes = len(self.classes.ids)
+        num_classes = len(self.data.class_ids)
         if cfg.init_from:
             source, config = load_checkpoint(cfg.init_from)
             logger.info("fine-tuning from %s (%s)", cfg.init_from, config["model"].get("name", ""))
@@ -145,7 +116,7 @@ class Trainer:
     def _init_zero_shot_head(self, model) -> None:
         """Start a linear head over a contrastive tower at its class prompt embeddings."""
         tower = model.backbone
-        embeddings = build_class_embeddings(tower, self.classes.names, self.init_prompt_set, class_ids=self.classes.ids)
+        embeddings = build_class_embeddings(tower, self.data.class_names, self.init_prompt_set, class_ids=self.data.class_ids)
         model.init_zero_shot_head(embeddings, tower.scale().detach())
 
     def _wrap_ddp(self, model):
@@ -155,64 +126,23 @@ class Trainer:
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                          find_unused_parameters=True)
 
-    def _build_text_table(self) -> None:
-        """Every text a sample can be paired with, so each step encodes each distinct text once."""
-        cfg = self.cfg
-        index_of = self.classes.index_of
-        self.train_targets = torch.tensor([index_of[c] for c in self.train_df["class_id"]], dtype=torch.long)
-        self.val_targets = torch.tensor([index_of[c] for c in self.val_df["class_id"]], dtype=torch.long)
-        names = self.classes.names
-        if cfg.text_source == "caption" and cfg.contrast == "batch":
-            codes, uniques = pd.factorize(self.train_df["caption"].astype(str).str.strip())
-            self.texts = list(uniques)
-            self.sample_text = torch.as_tensor(codes, dtype=torch.long)
-            first_sample_of_text = np.unique(codes, return_index=True)[1]
-            self.text_labels = self.train_targets[torch.as_tensor(first_sample_of_text)]
-            self.templates_per_class = 1
-        else:
-            per_class = [self.prompt_set.texts_for(name, cid) for name, cid in zip(names, self.classes.ids)]
-            self.templates_per_class = len(self.prompt_set.templates)
-            self.texts = [t for texts in per_class for t in texts]
-            self.text_labels = torch.arange(len(names)).repeat_interleave(self.templates_per_class)
-            self.sample_text = self.train_targets * self.templates_per_class
-
-    def _augments(self, train: bool) -> bool:
-        return train and self.model.geometric_augmentation
-
-    def _transform(self, train: bool):
-        return cdata.transform_for_model(self.preprocess, train=self._augments(train))
-
-    def _dataset(self, df: pd.DataFrame, train: bool):
-        # The dataset flips (not the transform), mirroring the per-frame inputs (keypoints) with the image.
-        return cdata.FrameDataset(df, self.image_root, self._transform(train),
-                                  skip_bad_images=self.cfg.skip_bad_images, class_index=self.classes.index_of,
-                                  extra_fields=self._extra_fields(df), hflip=self.cfg.hflip and self._augments(train))
-
-    def _extra_fields(self, df: pd.DataFrame) -> dict:
-        """Per-frame inputs the model takes besides the image (its `extra_inputs`)."""
-        return cdata.load_extra_fields(self.model.extra_inputs, df["path"].tolist(), [self.image_root],
-                                       self.model.input_settings)
-
-    def _loader_kwargs(self) -> dict:
-        workers = self.cfg.workers
-        return {"num_workers": workers, "collate_fn": cdata.collate_frames,
-                "persistent_workers": workers > 0, "pin_memory": self.device.type == "cuda"}
-
     def _train_loader(self):
         cfg = self.cfg
         weights = None
         if cfg.balanced_sampler != "none":
             weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.balanced_sampler),
                                       dtype=torch.float32)
-        self.train_dataset = EpochSeededDataset(self._dataset(self.train_df, train=True), cfg.seed)
+        self.train_dataset = EpochSeededDataset(frame_dataset(self.data, self.train_df, self.model, cfg, train=True),
+                                                cfg.seed)
         sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, cfg.batch_size, weights)
-        loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler,
-                            drop_last=False, **self._loader_kwargs())
+        loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
+                            **loader_options(cfg.workers, self.device))
         return loader, sampler
 
     def _val_loader(self):
-        dataset = self._dataset(self.val_df, train=False)
-        return DataLoader(dataset, batch_size=self.cfg.batch_size * 2, shuffle=False, **self._loader_kwargs())
+        return DataLoader(frame_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
+                          batch_size=self.cfg.batch_size * 2, shuffle=False,
+                          **loader_options(self.cfg.workers, self.device))
 
     def _optimizer_steps_per_epoch(self) -> int:
         batches = math.ceil(self.train_sampler.per_rank / self.cfg.batch_size)
@@ -223,16 +153,6 @@ class Trainer:
     def _bar_options(self) -> dict:
         return {} if self.env.is_main else {"disable": True}
 
-    def _autocast_dtype(self):
-        precision = self.cfg.precision
-        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
-            return None  # bf16 autocast trains ~20x slower than fp32 on CPUs without AMX
-        if precision == "fp16":
-            return torch.float16
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -241,7 +161,7 @@ class Trainer:
     def _class_weights(self) -> torch.Tensor | None:
         if not self.model.has_classifier_head:
             return None
-        counts = torch.bincount(self.train_targets, minlength=len(self.classes.ids))
+        counts = torch.bincount(self.train_targets, minlength=len(self.data.class_ids))
         weights = class_weights_from_counts(counts, self.cfg.class_weighting)
         return None if weights is None else weights.to(self.device)
 
@@ -249,7 +169,7 @@ class Trainer:
         """tau * log(class prior) of the training frames, for logit-adjusted losses."""
         if self.cfg.logit_adjust_tau <= 0:
             return None
-        counts = torch.bincount(self.train_targets, minlength=len(self.classes.ids)).float().clamp(min=1)
+        counts = torch.bincount(self.train_targets, minlength=len(self.data.class_ids)).float().clamp(min=1)
         return class_prior_bias(counts / counts.sum(), self.cfg.logit_adjust_tau).to(self.device)
 
     # ----------------------------------------------------------------- resume
@@ -272,10 +192,10 @@ class Trainer:
                 "trainer": dict(self.state)}
 
     def _checkpoint_config(self, metrics: dict | None = None) -> dict:
-        return {"class_ids": self.classes.ids, "class_names": self.classes.names,
+        return {"class_ids": self.data.class_ids, "class_names": self.data.class_names,
                 "prompts": self.prompt_set.to_dict(), "preprocess": self.preprocess,
                 "train": self.cfg.to_dict(), "metrics": metrics or {}, "epoch": self.state["epoch"],
-                "split": {k: v for k, v in self.split_report.items() if isinstance(v, (int, float, str))}}
+                "split": {k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))}}
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> None:
         if not self.env.is_main:
@@ -284,22 +204,8 @@ class Trainer:
                         self._trainer_state() if with_state else None)
 
     # ------------------------------------------------------------------ steps
-    def _texts_for_step(self, batch_texts: torch.Tensor, generator: torch.Generator):
-        """(texts, text_labels, per-sample column) for the text side of one step."""
-        t = self.templates_per_class
-        if self.cfg.contrast == "classes":
-            offsets = (torch.randint(t, (len(self.classes.ids),), generator=generator)
-                       if self.cfg.text_source == "random_template" else torch.zeros(len(self.classes.ids), dtype=torch.long))
-            rows = torch.arange(len(self.classes.ids)) * t + offsets
-            columns = batch_texts // t
-        else:
-            if self.cfg.text_source == "random_template":
-                batch_texts = batch_texts + torch.randint(t, batch_texts.shape, generator=generator)
-            rows, columns = torch.unique(batch_texts, return_inverse=True)
-        return [self.texts[i] for i in rows.tolist()], self.text_labels[rows], columns
-
     def _global_batch_texts(self, indices: torch.Tensor) -> torch.Tensor:
-        local = self.sample_text[indices]
+        local = self.texts.sample_text[indices]
         if not self.env.enabled or self.cfg.contrast == "classes":
             return local
         return torch.cat([torch.as_tensor(x) for x in ddp.gather_objects(local.tolist(), self.env)])
@@ -316,7 +222,7 @@ class Trainer:
         if self.model.has_classifier_head:
             return self._classification_step(images, labels, batch)
         global_texts = self._global_batch_texts(indices)
-        texts, text_labels, _ = self._texts_for_step(global_texts, generator)
+        texts, text_labels, _ = self.texts.for_step(global_texts, generator)
         with self._autocast():
             image_features, text_features, scale = self.wrapped(images, texts,
                                                                 **model_extras(self.model, batch, self.device))
@@ -377,20 +283,14 @@ class Trainer:
             self.scheduler.step()
         self.state["global_step"] += 1
         if self.writer is not None:
-            self._log_learning_rates()
-
-    def _log_learning_rates(self) -> None:
-        step = self.state["global_step"]
-        for i, group in enumerate(self.optimizer.param_groups):
-            self.writer.add_scalar(f"lr/{group.get('name', i)}", group["lr"], step)
-        self.writer.add_scalar("train/logit_scale", self.model.scale().item(), step)
+            log_step(self.writer, self.state["global_step"], self.optimizer, self.model.scale().item())
 
     # ------------------------------------------------------------- validation
     @torch.no_grad()
     def validate(self) -> dict:
         self.model.eval()
         class_embeddings = None if self.model.has_classifier_head else build_class_embeddings(
-            self.model, self.classes.names, self.prompt_set, class_ids=self.classes.ids)
+            self.model, self.data.class_names, self.prompt_set, class_ids=self.data.class_ids)
         all_logits, all_indices = [], []
         for batch in progress(self.val_loader, desc="validate"):
             with self._autocast():
@@ -401,9 +301,9 @@ class Trainer:
         logits, indices = torch.cat(all_logits), torch.cat(all_indices)
         targets = self.val_targets[indices]
         metrics = compute_metrics(logits, targets, clip_ids=self.val_df["video_id"].iloc[indices.numpy()].values,
-                                  num_classes=len(self.classes.ids))
+                                  num_classes=len(self.data.class_ids))
         metrics["loss"] = F.cross_entropy(logits, targets).item()
-        self.last_validation = (logits, targets)  # for the confusion image (clipmg.embed.log_confusion)
+        self.last_validation = (logits, targets)  # for the confusion image
         if len(indices) < len(self.val_df):
             metrics["skipped_images"] = len(self.val_df) - len(indices)
         return metrics
@@ -443,18 +343,13 @@ class Trainer:
                                                            if isinstance(v, float)))
         if self.writer is None:
             return
-        for key, value in train_stats.items():
-            self.writer.add_scalar(f"train/{key}", value, epoch + 1)
-        for key, value in metrics.items():
-            self.writer.add_scalar(f"val/{key}", value, epoch + 1)
-        from clipmg.training.tensorboard import log_confusion, log_validation_projector
-
-        if getattr(self, "last_validation", None) is not None:
-            log_confusion(self.writer, *self.last_validation, self.classes.names, epoch + 1, class_ids=self.classes.ids)
+        log_epoch(self.writer, epoch + 1, train_stats, metrics, *self.last_validation, self.data.class_ids,
+                  self.data.class_names)
         if self.cfg.embed_every and (epoch + 1) % self.cfg.embed_every == 0:
-            log_validation_projector(self.writer, self.model, self.classes.ids, self.classes.names, self.prompt_set,
-                                     self.val_df, self.image_root, epoch + 1, max_images=self.cfg.embed_max_images,
-                                     seed=self.cfg.seed, workers=self.cfg.workers, preprocess=self.preprocess)
+            log_validation_projector(self.writer, self.model, self.data.class_ids, self.data.class_names,
+                                     self.prompt_set, self.val_df, self.image_root, epoch + 1,
+                                     max_images=self.cfg.embed_max_images, seed=self.cfg.seed,
+                                     workers=self.cfg.workers, preprocess=self.preprocess)
         self.writer.flush()
 
     def fit(self) -> dict:
@@ -482,7 +377,7 @@ class Trainer:
         best_epoch = self.state["best_epoch"]
         best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
         summary = {"run_dir": str(self.run_dir), "best_epoch": best_epoch, "epochs_run": len(history),
-                   "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "split": self.split_report}
+                   "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "split": self.data.split_report}
         if self.writer is not None and best:
             hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in summary["best"].items()
