@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,18 +27,65 @@ def set_progress(enabled: bool) -> None:
     _PROGRESS_ENABLED = enabled
 
 
-def progress(iterable=None, **kwargs):
-    """The one place the library shows progress (a tqdm bar, silenced by the CLI's --quiet)."""
+LOG_LINE_SECONDS = 10.0  # progress written to a log file: a line at most this often
+
+
+class LineProgress(tqdm):
+    """tqdm for logs (stderr not a terminal: a file, CI, nohup): whole lines at most every
+    `mininterval` seconds, and the final count, instead of carriage-return redraws."""
+
+    def display(self, msg=None, pos=None):
+        if msg == "":  # tqdm clearing its bar: nothing to clear in a log
+            return False
+        self.fp.write((self.__str__() if msg is None else msg).strip() + "\n")
+        self.fp.flush()
+        return True
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=False)
+
+    def close(self):
+        if not self.disable and getattr(self, "last_print_n", self.n) != self.n:
+            self.display()
+        super().close()
+
+
+def progress(iterable=None, file=None, **kwargs):
+    """The one place the library shows progress (a tqdm bar, silenced by the CLI's --quiet): a bar
+    on a terminal, a line every few seconds in a log."""
     kwargs.setdefault("disable", not _PROGRESS_ENABLED)
-    kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
-    return tqdm(iterable, **kwargs)
+    stream = file if file is not None else sys.stderr
+    if _is_terminal(stream):
+        kwargs.setdefault("dynamic_ncols", True)
+        return tqdm(iterable, file=stream, **kwargs)
+    kwargs.setdefault("mininterval", LOG_LINE_SECONDS)
+    return LineProgress(iterable, file=stream, **kwargs)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def resolve_device(device: str | None = None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_CREATE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -50,6 +98,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _CREATE_MODE)  # mkstemp makes the file private; give it the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -40,7 +40,7 @@ def tiny_train_settings(tiny_dataset, tmp_path) -> dict:
         "epochs": 2,
         "batch_size": 8,
         "workers": 0,
-        "warmup_steps": 1,
+        "warmup": 1,
         "lr_image": 1e-3,
         "lr_text": 1e-3,
         "lr_heads": 1e-3,

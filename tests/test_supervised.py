@@ -156,7 +156,7 @@ def contrastive_checkpoint(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("contrastive")
     train(TrainConfig(metadata=str(tiny_dataset / "training" / "train.xlsx"),
                       labels=str(tiny_dataset / "Clip_label.csv"), model="openclip:clipmg-tiny", epochs=1,
-                      batch_size=8, workers=0, warmup_steps=1, max_steps_per_epoch=2, output=str(out / "run"),
+                      batch_size=8, workers=0, warmup=1, max_steps_per_epoch=2, output=str(out / "run"),
                       tensorboard=False, seed=1, prompts="photo").validate())
     return out / "run" / "best"
 

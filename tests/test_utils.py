@@ -56,3 +56,33 @@ def test_allocator_chosen_by_the_user_is_left_alone(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     assert utils.allocator_left_to_user()
     assert utils.keep_freed_memory_for_reuse() is False
+
+
+def test_atomic_writes_replace_whole_files_with_the_usual_mode(tmp_path):
+    target = tmp_path / "table.csv"
+    utils.atomic_write_text(target, "old\n")
+    with pytest.raises(KeyboardInterrupt), utils.atomic_output(target) as handle:
+        handle.write("half of the new")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # readable as open() would make it, not private
+
+
+def test_progress_writes_lines_to_a_log_and_a_bar_to_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    utils.set_progress(True)
+    for stream in (log, terminal):
+        bar = utils.progress(range(3000), file=stream, desc="epoch 1/2")
+        for i in bar:
+            bar.set_postfix(loss=f"{i}")
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and 2 <= len(lines) <= 4 and "3000/3000" in lines[-1]
+    assert "\r" in terminal.getvalue()

@@ -11,10 +11,17 @@ from clipmg.training import TrainConfig, config_from_dict, load_config, load_run
 from clipmg.training.config import CHOICES
 
 
-def _field_type(f: dataclasses.Field) -> type:
+def _field_types(f: dataclasses.Field) -> list[type]:
     hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    return [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+
+
+def _number_or_word(text: str) -> float | str:
+    """A number, else the word as given (`auto`); TrainConfig.validate says which words are valid."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _parse_bool(text: str) -> bool:
@@ -36,7 +43,8 @@ def _parse_optional(kind: type):
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; defaults stay None so only flags given override the file."""
     for f in dataclasses.fields(TrainConfig):
-        kind = _field_type(f)
+        kinds = _field_types(f)
+        kind = _number_or_word if float in kinds and str in kinds else kinds[0]
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if f.name in CHOICES:

@@ -27,8 +27,7 @@ MODES = ("quick", "demo")
 
 # Quick mode: seconds per approach on a tiny dataset (tests, a smoke check).
 QUICK_SETTINGS = {"model": "openclip:clipmg-tiny", "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8,
-                  "image_size": 32, "warmup_steps": 1, "workers": 0, "tensorboard": False,
-                  "lr_image": 1e-3, "lr_text": 1e-3, "lr_heads": 1e-3}
+                  "image_size": 32, "warmup": 1, "workers": 0, "tensorboard": False}
 # Demo mode: epochs per approach (the contrastive run gets the demo's). Large CNNs from scratch
 # are slow on a CPU; give them more with `--epochs linear-resnet50=20` where there is time.
 DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5}

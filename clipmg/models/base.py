@@ -38,6 +38,9 @@ MAX_LOGIT_SCALE = 100.0
 DEFAULT_TEMPERATURE = 0.07
 
 IMAGE, TEXT, HEADS = "image", "text", "heads"
+#: where a tower's weights came from when the model was created (`tower_origins`); the training
+#: recipe (clipmg.training.recipes) picks its learning rate from this
+RANDOM, CLIP_WEIGHTS, IMAGENET_WEIGHTS, LANGUAGE_MODEL_WEIGHTS = "random", "clip", "imagenet", "language_model"
 
 
 def resolve_temperature(
@@ -82,6 +85,8 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
         #: settings the loaders of `extra_inputs` read (keypoint cache folder, hand margin);
         #: part of `model_config`, so test.py computes the inputs as training did
         self.input_settings: dict[str, Any] = {}
+        #: per tower part, where its weights came from at creation (RANDOM, CLIP_WEIGHTS, ...)
+        self.tower_origins: dict[str, str] = {IMAGE: RANDOM, TEXT: RANDOM}
 
     # --- construction -------------------------------------------------------------------------
 
@@ -227,6 +232,14 @@ class ImageSideWrapper(ContrastiveModel):
 
     def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
         return self.inner.save_pretrained_parts(folder)
+
+    @property
+    def tower_origins(self) -> dict[str, str]:
+        return self.inner.tower_origins
+
+    @tower_origins.setter
+    def tower_origins(self, value: dict[str, str]) -> None:
+        pass  # the towers are the inner model's
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -26,7 +26,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from clipmg.errors import ModelError
-from clipmg.models.base import HEADS, IMAGE, TEXT, ContrastiveModel, resolve_temperature
+from clipmg.models.base import (
+    HEADS,
+    IMAGE,
+    IMAGENET_WEIGHTS,
+    LANGUAGE_MODEL_WEIGHTS,
+    RANDOM,
+    TEXT,
+    ContrastiveModel,
+    resolve_temperature,
+)
 from clipmg.models.heads import ProjectionHead
 from clipmg.models.registry import register_backend
 
@@ -238,7 +247,7 @@ class HybridModel(ContrastiveModel):
         image_encoder = create_image_encoder(image_name, image_pretrained)
         text_encoder = create_text_encoder(text_source, text_pretrained)
         temperature, learnable = resolve_temperature(temperature, learn_temperature)
-        return cls(
+        model = cls(
             image_encoder,
             text_encoder,
             load_tokenizer(text_source),
@@ -253,6 +262,9 @@ class HybridModel(ContrastiveModel):
             preprocess=image_preprocess(image_encoder, image_size),
             provenance={"image_pretrained": image_pretrained, "text_pretrained": text_pretrained},
         )
+        model.tower_origins = {IMAGE: IMAGENET_WEIGHTS if image_pretrained else RANDOM,
+                               TEXT: LANGUAGE_MODEL_WEIGHTS if text_pretrained else RANDOM}
+        return model
 
     @classmethod
     def from_config(cls, cfg: dict, folder: str | Path | None = None) -> HybridModel:

@@ -23,9 +23,13 @@ import torch
 
 from clipmg.errors import ModelError
 from clipmg.models.base import (
+    CLIP_WEIGHTS,
     DEFAULT_TEMPERATURE,
     HEADS,
     IMAGE,
+    IMAGENET_WEIGHTS,
+    LANGUAGE_MODEL_WEIGHTS,
+    RANDOM,
     TEXT,
     ContrastiveModel,
     resolve_temperature,
@@ -146,6 +150,15 @@ def _preprocess_from(clip: torch.nn.Module, pretrained_image: bool) -> dict[str,
     }
 
 
+def _tower_origins(clip: torch.nn.Module, loaded_clip_weights: bool, pretrained_image: bool) -> dict[str, str]:
+    if loaded_clip_weights:
+        return {IMAGE: CLIP_WEIGHTS, TEXT: CLIP_WEIGHTS}
+    if not pretrained_image:
+        return {IMAGE: RANDOM, TEXT: RANDOM}
+    hf_text = type(getattr(clip, "text", None)).__name__ == "HFTextEncoder"
+    return {IMAGE: IMAGENET_WEIGHTS, TEXT: LANGUAGE_MODEL_WEIGHTS if hf_text else RANDOM}
+
+
 def _tokenizer_vocab_size(tokenizer) -> int | None:
     size = getattr(tokenizer, "vocab_size", None)
     if size is None and hasattr(tokenizer, "tokenizer"):  # open_clip HFTokenizer
@@ -239,7 +252,7 @@ class OpenClipModel(ContrastiveModel):
             default=default_temperature if loaded_clip_weights else DEFAULT_TEMPERATURE,
         )
         tokenizer = open_clip.get_tokenizer(model_name, context_length=clip.context_length)
-        return cls(
+        model = cls(
             clip,
             tokenizer,
             model_name=model_name,
@@ -248,6 +261,8 @@ class OpenClipModel(ContrastiveModel):
             learn_temperature=learnable,
             preprocess=_preprocess_from(clip, pretrained_image),
         )
+        model.tower_origins = _tower_origins(clip, loaded_clip_weights, pretrained_image)
+        return model
 
     @classmethod
     def from_config(cls, cfg: dict, folder: str | Path | None = None) -> OpenClipModel:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from clipmg.errors import ModelError
-from clipmg.models.base import HEADS, IMAGE, TEXT, ContrastiveModel
+from clipmg.models.base import HEADS, IMAGE, IMAGENET_WEIGHTS, RANDOM, TEXT, ContrastiveModel
 from clipmg.models.hybrid import create_image_encoder, image_preprocess
 from clipmg.models.registry import create_model_from_config, register_backend
 
@@ -147,7 +147,10 @@ class SupervisedModel(ContrastiveModel):
         if self.is_wrapped:
             self.extra_inputs = tuple(backbone.extra_inputs)
             self.input_settings = dict(backbone.input_settings)
+            self.tower_origins = {IMAGE: backbone.tower_origins[IMAGE]}
             self.freeze()
+        else:
+            self.tower_origins = {IMAGE: RANDOM}
 
     @property
     def is_wrapped(self) -> bool:
@@ -164,9 +167,11 @@ class SupervisedModel(ContrastiveModel):
             raise ModelError(f"{backbone} with a linear head needs num_classes (the number of classes)")
         pretrained = wants_pretrained(pretrained)
         net, preprocess = create_backbone(backbone, pretrained, image_size)
-        return cls(net, spec=backbone, num_classes=num_classes, feature_dim=int(net.num_features),
-                   preprocess=preprocess, dropout=dropout,
-                   provenance={"pretrained": pretrained if isinstance(pretrained, bool) else str(pretrained)})
+        model = cls(net, spec=backbone, num_classes=num_classes, feature_dim=int(net.num_features),
+                    preprocess=preprocess, dropout=dropout,
+                    provenance={"pretrained": pretrained if isinstance(pretrained, bool) else str(pretrained)})
+        model.tower_origins = {IMAGE: IMAGENET_WEIGHTS if pretrained else RANDOM}
+        return model
 
     @classmethod
     def wrap(cls, model: ContrastiveModel, num_classes: int, dropout: float = 0.0) -> SupervisedModel:

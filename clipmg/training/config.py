@@ -13,6 +13,7 @@ import yaml
 from clipmg.errors import DataError
 from clipmg.metrics import VALIDATION_METRICS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
+from clipmg.training.recipes import AUTO
 from clipmg.utils import atomic_write_text
 
 CHOICES = {
@@ -47,10 +48,16 @@ class TrainConfig:
     val_fraction: float = 0.2
     subject_column: str | None = None
     skip_bad_images: bool = False
-    workers: int = 2
+    workers: int | None = field(default=None, metadata={
+        "help": "image decoding processes (default: chosen for the machine, see training.data.default_workers)"})
     # model
     model: str = "openclip:clipmg-small"
-    pretrained: str | None = None
+    pretrained: str | None = field(default=None, metadata={
+        "help": "openclip: tag or weights file; timm/torchvision and hybrid: true/false (or a weights file)"})
+    image_pretrained: str | None = field(default=None, metadata={
+        "help": "hybrid: the image tower's weights (true/false or a file), overriding --pretrained"})
+    text_pretrained: bool | None = field(default=None, metadata={
+        "help": "hybrid: whether the text tower loads its pretrained weights, overriding --pretrained"})
     image_encoder: str | None = field(default=None, metadata={"help": "hybrid: timm:<name>"})
     text_encoder: str | None = field(default=None, metadata={"help": "hybrid: hf:<name or folder>"})
     embed_dim: int | None = None
@@ -91,12 +98,14 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 64
-    lr_image: float = 1e-4
-    lr_text: float = 1e-5
-    lr_heads: float = 1e-3
+    lr_image: float | str = field(default=AUTO, metadata={
+        "help": "image tower learning rate, or auto: from its weights (random, CLIP, ImageNet, checkpoint)"})
+    lr_text: float | str = field(default=AUTO, metadata={"help": "text tower learning rate, or auto"})
+    lr_heads: float | str = field(default=AUTO, metadata={"help": "projection/class heads learning rate, or auto"})
     weight_decay: float = 0.01
     scheduler: str = "cosine"
-    warmup_steps: int = 50
+    warmup: float = field(default=0.05, metadata={
+        "help": "learning-rate warm-up: below 1 a share of the optimizer steps, 1 or more a number of steps"})
     plateau_patience: int = 2
     grad_accum: int = 1
     grad_clip: float | None = 1.0
@@ -136,6 +145,14 @@ class TrainConfig:
             raise DataError(f"config: hand_margin must be at least 0, got {self.hand_margin}")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("lr_image", "lr_text", "lr_heads"):
+            value = getattr(self, name)
+            if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):
+                raise DataError(f"config: {name} must be a number (0 or more) or 'auto', got {value!r}")
+        if self.warmup < 0:
+            raise DataError(f"config: warmup must be 0 or more, got {self.warmup}")
+        if self.workers is not None and self.workers < 0:
+            raise DataError(f"config: workers must be 0 or more, got {self.workers}")
         if self.monitor not in VALIDATION_METRICS:
             raise DataError(f"config: monitor={self.monitor!r} is not a validation metric; choose from "
                             f"{', '.join(VALIDATION_METRICS)}")
@@ -159,6 +176,10 @@ class TrainConfig:
             options.update(image=self.image_encoder or "timm:resnet50",
                            text=self.text_encoder or "hf:distilbert-base-uncased",
                            pretrained=bool(wants_pretrained(self.pretrained)), pooling=self.pooling)
+            if self.image_pretrained is not None:
+                options["image_pretrained"] = wants_pretrained(self.image_pretrained)
+            if self.text_pretrained is not None:
+                options["text_pretrained"] = self.text_pretrained
             if self.embed_dim:
                 options["embed_dim"] = self.embed_dim
         else:
@@ -171,9 +192,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: settings of earlier versions -> (their new name, how the value carries over)
+RENAMED = {"warmup_steps": ("warmup", float)}
+
+
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k.replace("-", "_"): v for k, v in values.items()}
+    for old, (new, convert) in RENAMED.items():
+        if old in values and new not in values:
+            values[new] = convert(values.pop(old))
     unknown = sorted(set(values) - known)
     if unknown:
         raise DataError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

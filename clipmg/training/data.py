@@ -3,6 +3,7 @@ clip unless told otherwise, its leakage reported), the image folder, and their d
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from clipmg import data as cdata
 from clipmg.errors import DataError
 from clipmg.training.config import TrainConfig
 from clipmg.utils import logger
+
+CPU_CORES_PER_WORKER = 8
 
 
 @dataclass
@@ -75,6 +78,13 @@ def frame_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, 
     return cdata.FrameDataset(frames, data.image_root, cdata.transform_for_model(model.preprocess_config, train=augment),
                               skip_bad_images=cfg.skip_bad_images, class_index=data.index_of, extra_fields=extras,
                               hflip=cfg.hflip and augment)
+
+
+def default_train_workers(device: torch.device) -> int:
+    """Decoding processes for training: min(4, cores) beside a GPU; on the CPU each worker takes
+    a core from the model, so none below 8 cores (measured in docs/recipes.md)."""
+    cores = os.cpu_count() or 1
+    return min(4, cores) if device.type == "cuda" else min(4, cores // CPU_CORES_PER_WORKER)
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

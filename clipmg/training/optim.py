@@ -8,6 +8,7 @@ import math
 import torch
 
 from clipmg.training.config import TrainConfig
+from clipmg.training.recipes import warmup_steps
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -33,7 +34,7 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """Returns (scheduler, stepped_per) where stepped_per is 'step', 'epoch' or None."""
     if cfg.scheduler == "cosine":
         total = steps_per_epoch * cfg.epochs
-        return cosine_with_warmup(optimizer, min(cfg.warmup_steps, total // 2), total), "step"
+        return cosine_with_warmup(optimizer, warmup_steps(cfg.warmup, total), total), "step"
     if cfg.scheduler == "plateau":
         mode = "min" if cfg.monitor == "loss" else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5,

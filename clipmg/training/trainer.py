@@ -7,6 +7,7 @@ from any saved step replays exactly what an uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -37,8 +38,9 @@ from clipmg.models import compose_model, create_model, model_extras
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
-from clipmg.training.data import frame_dataset, load_run_data, loader_options
+from clipmg.training.data import default_train_workers, frame_dataset, load_run_data, loader_options
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
+from clipmg.training.recipes import not_learning_warning, resolve_learning_rates
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
@@ -53,6 +55,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.env = ddp.init_distributed(self.device)
         self.device = ddp.device_for(self.env, self.device)
+        self.workers = default_train_workers(self.device) if cfg.workers is None else cfg.workers
         self.writer = None
 
     # ----------------------------------------------------------------- set-up
@@ -65,6 +68,11 @@ class Trainer:
         self.val_targets = self._targets(self.val_df)
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
+        self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
+                                                     self.model.tower_origins, from_checkpoint=bool(cfg.init_from))
+        self.cfg = cfg = dataclasses.replace(cfg, **self.learning_rates.as_config())
+        if self.env.is_main:
+            logger.info("learning rates: %s", self.learning_rates.describe())
         self.preprocess = dict(self.model.preprocess_config)
         self.texts = TrainingTexts.build(self.train_df, self.train_targets, self.data.class_ids, self.data.class_names,
                                          self.prompt_set, cfg.text_source, cfg.contrast)
@@ -136,13 +144,13 @@ class Trainer:
                                                 cfg.seed)
         sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, cfg.batch_size, weights)
         loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
-                            **loader_options(cfg.workers, self.device))
+                            **loader_options(self.workers, self.device))
         return loader, sampler
 
     def _val_loader(self):
         return DataLoader(frame_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
                           batch_size=self.cfg.batch_size * 2, shuffle=False,
-                          **loader_options(self.cfg.workers, self.device))
+                          **loader_options(self.workers, self.device))
 
     def _optimizer_steps_per_epoch(self) -> int:
         batches = math.ceil(self.train_sampler.per_rank / self.cfg.batch_size)
@@ -333,6 +341,9 @@ class Trainer:
             self.save("best", metrics, with_state=False)
         self.save("last", metrics)
         self._log_epoch(epoch, train_stats, metrics)
+        warning = not_learning_warning(self.state["history"], self.val_df["class_id"].nunique(), self.learning_rates)
+        if warning:
+            logger.warning(warning)
         return cfg.patience is not None and self.state["epochs_without_improvement"] > cfg.patience
 
     def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
@@ -349,11 +360,11 @@ class Trainer:
             log_validation_projector(self.writer, self.model, self.data.class_ids, self.data.class_names,
                                      self.prompt_set, self.val_df, self.image_root, epoch + 1,
                                      max_images=self.cfg.embed_max_images, seed=self.cfg.seed,
-                                     workers=self.cfg.workers, preprocess=self.preprocess)
+                                     workers=self.workers, preprocess=self.preprocess)
         self.writer.flush()
 
     def fit(self) -> dict:
-        with threads_beside_workers(self.device, self.cfg.workers):
+        with threads_beside_workers(self.device, self.workers):
             return self._fit()
 
     def _fit(self) -> dict:

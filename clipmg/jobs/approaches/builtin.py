@@ -8,9 +8,10 @@ from pathlib import Path
 from clipmg.jobs.approaches.registry import ApproachResult, ComparisonContext, register_approach
 from clipmg.jobs.linear_probe import probe_checkpoint
 
-# From scratch, like the demo's contrastive run: one learning rate for backbone and head.
-CNN_SETTINGS = {"head": "linear", "lr_image": 1e-3, "lr_heads": 1e-3, "warmup_steps": 20}
-FINE_TUNE_SETTINGS = {"head": "linear", "lr_image": 2e-4, "lr_heads": 1e-3, "warmup_steps": 10}
+# Learning rates and warm-up are the recipe's (auto): from scratch for the CNNs unless
+# pretrained weights are set, fine-tuning rates for a head over the contrastive checkpoint.
+CNN_SETTINGS = {"head": "linear"}
+FINE_TUNE_SETTINGS = {"head": "linear"}
 ALEXNET_SIZE = 64  # the smallest even input AlexNet takes (its stride-4 stem and pools need 63)
 
 
