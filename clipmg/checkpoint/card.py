@@ -150,6 +150,24 @@ def _metrics_section(config: Mapping) -> str:
 
 def _usage_section(config: Mapping, hub_repo: str | None) -> str:
     where = f"hf-hub:{hub_repo}" if hub_repo else "path/to/this/folder"
+    return _clipmg_usage(where) + _open_clip_usage(config.get("open_clip"), hub_repo)
+
+
+def _open_clip_usage(export: Mapping | None, hub_repo: str | None) -> str:
+    if not isinstance(export, Mapping):
+        return ""
+    name, weights = export.get("name"), export.get("weights")
+    source = f"hf-hub:{hub_repo}" if hub_repo else "local-dir:path/to/this/folder"
+    return ("\n### With open_clip\n\nThis folder also holds open_clip's files (clipmg's logit scale is open_clip's "
+            "`logit_scale`):\n\n```python\nimport open_clip\n"
+            f"open_clip.add_model_config(\"path/to/this/folder/{export.get('config')}\")\n"
+            f"model, _, preprocess = open_clip.create_model_and_transforms(\"{name}\", "
+            f"pretrained=\"path/to/this/folder/{weights}\")\n"
+            f"# or, with the preprocessing of the checkpoint: open_clip.create_model_and_transforms(\"{source}\")\n"
+            "```\n")
+
+
+def _clipmg_usage(where: str) -> str:
     return (
         "## Use\n\n```bash\n"
         f"python test.py --imagepathscsv frames.csv --columnname Path --checkpoint {where}\n"
