@@ -22,6 +22,7 @@ from clipmg.checkpoint.folders import (
 from clipmg.checkpoint.hub import (
     HUB_PREFIX,
     download_checkpoint,
+    hub_cache_name,
     is_hub_reference,
     parse_hub_reference,
     push_folder,
@@ -35,6 +36,7 @@ __all__ = [
     "TRAINER_STATE",
     "WEIGHTS",
     "download_checkpoint",
+    "hub_cache_name",
     "is_hub_reference",
     "load_checkpoint",
     "load_trainer_state",

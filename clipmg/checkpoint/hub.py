@@ -91,6 +91,16 @@ def download_checkpoint(reference: str) -> Path:
     return local
 
 
+def hub_cache_name(folder: str | Path) -> str | None:
+    """`org--name` when `folder` lies in a Hugging Face cache snapshot (where nothing may be
+    written beside it), else None."""
+    parts = Path(folder).parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            return part[len("models--"):]
+    return None
+
+
 def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None, token: str | None = None,
                 revision: str | None = None, commit_message: str | None = None, with_trainer_state: bool = False,
                 prepare: Callable[[Path], None] | None = None) -> str:
