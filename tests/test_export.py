@@ -92,8 +92,9 @@ def test_onnx_of_an_open_clip_checkpoint_gives_its_logits(clip_checkpoint, tmp_p
     assert [p.name for p in out.parent.iterdir()] == ["model.onnx"]  # no partial file left over
 
 
-def test_onnx_of_a_supervised_baseline_with_float_input(supervised_checkpoint, tmp_path):
-    check_onnx_equals_pytorch(supervised_checkpoint, tmp_path / "supervised.onnx", input="float")
+@pytest.mark.parametrize("input", ["uint8", "float"])
+def test_onnx_of_a_supervised_baseline_gives_its_logits(supervised_checkpoint, tmp_path, input):
+    check_onnx_equals_pytorch(supervised_checkpoint, tmp_path / "supervised.onnx", input=input)
 
 
 @pytest.mark.parametrize("wrapper", ["hand_crops", "pose_fusion"])
