@@ -113,8 +113,12 @@ def test_models_with_per_frame_mediapipe_inputs_are_refused(wrapper, tmp_path, c
 
 
 # ---------------------------------------------------------------------------------- open_clip
-def test_open_clip_round_trip_gives_the_same_features(clip_checkpoint, tmp_path, capsys):
+def test_open_clip_round_trip_gives_the_same_features(clip_checkpoint, tmp_path, capsys, monkeypatch):
     import open_clip
+
+    # open_clip's config registry is process-wide: the config registered here goes with the test
+    monkeypatch.setattr(open_clip.factory, "_MODEL_CONFIG_PATHS", list(open_clip.factory._MODEL_CONFIG_PATHS))
+    monkeypatch.setattr(open_clip.factory, "_MODEL_CONFIGS", dict(open_clip.factory._MODEL_CONFIGS))
 
     out = tmp_path / "oc"
     assert main(["export", "--format", "open_clip", "--checkpoint", str(clip_checkpoint), "--out", str(out),
