@@ -4,6 +4,7 @@ and the probe checkpoint evaluates (evaluate / test.py) to the figures the probe
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,8 @@ def test_probe_checkpoint_evaluates_to_the_reported_metrics_and_caches_features(
     assert not summary["cached"] and (tmp_path / "probe" / "features.safetensors").is_file()
     model, config = load_checkpoint(summary["checkpoint"])
     assert isinstance(model, SupervisedModel) and config["model"]["backbone"] == "clip"
+    card = (Path(summary["checkpoint"]) / "README.md").read_text()  # the probe's model card
+    assert "Probe" in card and "pipeline_tag: image-classification" in card and str(split) in card
     evaluated = evaluate_checkpoint(summary["checkpoint"], split, split=split, subset="val", workers=0,
                                     out_dir=tmp_path / "eval")
     for key in ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "n_images"):

@@ -84,6 +84,7 @@ def test_learned_prompt_checkpoint_reloads_to_identical_logits_and_predicts(base
                             batch_size=8, lr=1e-2, workers=0, tensorboard=False, seed=0)
     best = tmp_path / "learn" / "best"
     assert (best / LEARNED_FILE).is_file() and (tmp_path / "learn" / "history.csv").is_file()
+    assert "Prompt learning" in (best / "README.md").read_text()  # its model card
     assert (tmp_path / "learn" / "split.csv").is_file()  # the base run has no split.csv: a clip split
     assert "classnames" in summary["baselines"] and 1 <= summary["best"]["epoch"] <= 2
     assert summary["best"]["top1"] >= summary["last"]["top1"]

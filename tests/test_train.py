@@ -43,6 +43,10 @@ def test_fit_writes_best_last_and_history(tiny_train_settings, tmp_path):
     assert (run / "config.yaml").is_file() and (run / "split.csv").is_file()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert summary["split"]["leakage"] == 0.0
+    card = (run / "best" / "README.md").read_text()  # the model card, from config.json
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert f"| lr_image | {config['train']['lr_image']} |" in card and "**Leakage: 0.0**" in card
+    assert f"| top-1 | {config['metrics']['top1']:.4f} |" in card
     for key in ("top1", "top5", "balanced_accuracy", "clip_top1", "loss"):
         assert key in summary["best"]
     model, _ = load_checkpoint(run / "best")

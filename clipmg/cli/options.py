@@ -81,3 +81,14 @@ def add_prompt_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
     add_image_root_argument(parser)
     add_column_arguments(parser)
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """--report FILE: the HTML page of the results (needs labelled frames)."""
+    from clipmg.visual import DEFAULT_GALLERY_PER_CLASS
+
+    parser.add_argument("--report", help="also write one self-contained HTML page of the results here: metrics, "
+                                         "per-class bars, confusion heat map, misclassified frames")
+    parser.add_argument("--report-per-class", type=int, default=DEFAULT_GALLERY_PER_CLASS,
+                        help=f"misclassified frames shown per true class in --report (default "
+                             f"{DEFAULT_GALLERY_PER_CLASS})")

@@ -9,10 +9,12 @@ from clipmg.cli.options import (
     add_column_arguments,
     add_frames_arguments,
     add_image_root_argument,
+    add_report_arguments,
     columns_from_args,
 )
 from clipmg.cli.report import print_metrics
 from clipmg.inference import evaluate_checkpoint, predict_csv
+from clipmg.visual import write_html_report
 
 SKIPS_PRINTED = 20
 
@@ -22,7 +24,8 @@ def predict(args) -> int:
                           image_root=args.image_root, labels=args.labels, prompts=args.prompts,
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
                           skip_missing=args.skip_missing, workers=args.workers, class_column=args.class_column,
-                          caption_column=args.caption_column, video_column=args.video_column)
+                          caption_column=args.caption_column, video_column=args.video_column,
+                          gallery_per_class=gallery_size(args))
     print(f"wrote {summary['output']}: {summary['n_rows']} rows, {summary['n_predicted']} predicted, "
           f"{summary['n_skipped']} skipped")
     if summary["n_skipped"]:
@@ -41,12 +44,27 @@ def predict(args) -> int:
     if metrics is None:
         if summary["label_column"]:
             print(f"no metrics: no predicted row has a label in column {summary['label_column']!r}")
+        if args.report:
+            print(f"no report: {args.report} needs labelled frames (a {args.class_column!r} or "
+                  f"{args.caption_column!r} column)")
         return 0
     unlabelled = f"; {summary['n_unlabelled']} predicted rows without a label are not scored" \
         if summary["n_unlabelled"] else ""
     print(f"metrics against column {summary['label_column']!r} over {metrics['n_images']} labelled frames{unlabelled}:")
     print_metrics(metrics, summary["metrics_files"])
+    write_report_page(args, summary["metrics_files"], summary.get("gallery"),
+                      f"{summary['checkpoint']} on {args.imagepathscsv}")
     return 0
+
+
+def gallery_size(args) -> int:
+    return max(0, args.report_per_class) if args.report else 0
+
+
+def write_report_page(args, files, gallery, title: str) -> None:
+    if args.report:
+        path = write_html_report(args.report, files, gallery, title=f"clipmg: {title}")
+        print(f"  report: {path} (open it in a browser)")
 
 
 def evaluate(args) -> int:
@@ -54,7 +72,7 @@ def evaluate(args) -> int:
                                   subset=args.subset, out_dir=args.out, image_root=args.image_root,
                                   columns=columns_from_args(args), prompts=args.prompts, batch_size=args.batch_size,
                                   device=args.device, workers=args.workers, skip_missing=args.skip_missing,
-                                  topk=args.topk)
+                                  topk=args.topk, gallery_per_class=gallery_size(args))
     what = f"{args.split} ({args.subset})" if args.split else args.metadata
     print(f"evaluated {metrics['checkpoint']} on {metrics['n_images']} frames of {what} in "
           f"{metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s)")
@@ -64,6 +82,7 @@ def evaluate(args) -> int:
     print_metrics(metrics, {"metrics": out / "metrics.json", "per_class": out / "per_class.csv",
                             "confusion": out / "confusion.csv", "confusion_png": out / "confusion.png",
                             "predictions": out / "predictions.csv"})
+    write_report_page(args, metrics["metrics_files"], metrics.get("gallery"), f"{metrics['checkpoint']} on {what}")
     return 0
 
 
@@ -78,6 +97,7 @@ def add_predict_arguments(parser) -> None:
     parser.add_argument("--caption-column", default="Caption",
                         help="class name column, used for metrics when there is no class id (default Caption)")
     parser.add_argument("--video-column", default="Video ID", help="clip column, for clip-level accuracy")
+    add_report_arguments(parser)
 
 
 def register(sub) -> None:
@@ -92,4 +112,5 @@ def register(sub) -> None:
                                  "(default <run>/eval/<checkpoint>)")
     add_classify_arguments(p)
     add_column_arguments(p)
+    add_report_arguments(p)
     p.set_defaults(func=evaluate)

@@ -6,13 +6,16 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from clipmg import data as cdata
+from clipmg.checkpoint import hub_cache_name
 from clipmg.errors import ImageError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, image_roots
 from clipmg.inference.classifier import Classifier
+from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.predict_csv import DEFAULT_TOPK, MAX_LISTED_SKIPS
 from clipmg.inference.scoring import check_inference_options, prediction_frame, score_images
 from clipmg.metrics import write_report
@@ -21,7 +24,11 @@ from clipmg.utils import atomic_output, progress
 
 def default_eval_dir(checkpoint: Path) -> Path:
     """`<run>/eval/<checkpoint name>`: beside the checkpoint, never inside it (a later save
-    of the checkpoint replaces its folder)."""
+    of the checkpoint replaces its folder); `eval/<org>--<name>` for a checkpoint from the Hub
+    (never inside the Hugging Face cache)."""
+    from_hub = hub_cache_name(checkpoint)
+    if from_hub:
+        return Path("eval") / from_hub
     return checkpoint.parent / "eval" / checkpoint.name
 
 
@@ -31,11 +38,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLi
                         columns: cdata.Columns | None = None, prompts=None,
                         batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
                         workers: int | None = None, skip_missing: bool = False, topk: int = DEFAULT_TOPK,
-                        classifier: Classifier | None = None) -> dict:
+                        classifier: Classifier | None = None, gallery_per_class: int = 0) -> dict:
     """Metrics of a checkpoint on the frames of `metadata` (or of `split`'s `subset`: "train",
     "val" or "all"). Writes metrics.json, per_class.csv, confusion.csv, confusion.png and
-    predictions.csv into `out_dir` (default `<run>/eval/<checkpoint name>`); returns the metrics
-    (with `n_images`, `n_skipped`, `images_per_s`, `out_dir`)."""
+    predictions.csv into `out_dir` (default `<run>/eval/<checkpoint name>`, or `eval/<org>--<name>`
+    for a Hub checkpoint); returns the metrics (with `n_images`, `n_skipped`, `images_per_s`,
+    `out_dir`, `metrics_files`, and with `gallery_per_class` the misclassified frames of the HTML
+    report as `gallery`)."""
     check_inference_options(batch_size, topk, workers)
     columns = columns or cdata.Columns()
     classifier = classifier or Classifier.from_checkpoint(checkpoint, device=device, labels=labels, prompts=prompts)
@@ -69,6 +78,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLi
     predictions = pd.concat([frames[standard], prediction_frame(scored.logits, scored.status, classifier, topk)], axis=1)
     with atomic_output(out / "predictions.csv") as handle:
         predictions.to_csv(handle, index=False, float_format="%.6f", lineterminator="\n")
+    metrics["metrics_files"] = {key: str(value) for key, value in paths.items()}
+    if gallery_per_class > 0:
+        gallery = MisclassifiedGallery(gallery_per_class, classifier.num_classes)
+        gallery.add(scored.logits, np.where(ok, targets.numpy(), -1), frames["path"].to_numpy(),
+                    frames["row"].to_numpy())
+        metrics["gallery"] = gallery.to_dict(roots)
     if scored.reasons:
         metrics["skipped"] = [{"row": int(frames["row"].iat[i]), "status": state, "reason": message}
                               for i, state, message in scored.reasons[:MAX_LISTED_SKIPS]]

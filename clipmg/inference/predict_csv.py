@@ -23,6 +23,7 @@ from clipmg.data.labels import name_key
 from clipmg.errors import DataError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, default_workers, image_roots
 from clipmg.inference.classifier import Classifier, id_range
+from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.scoring import (
     STATUS_COLUMN,
     check_inference_options,
@@ -187,7 +188,8 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
                 skip_missing: bool = False, workers: int | None = None, class_column: str = "Class",
                 caption_column: str = "Caption", video_column: str = "Video ID",
-                chunk_rows: int = CHUNK_ROWS, classifier: Classifier | None = None) -> dict:
+                chunk_rows: int = CHUNK_ROWS, classifier: Classifier | None = None,
+                gallery_per_class: int = 0) -> dict:
     """Classify every image listed in `column` of `csv`; write one prediction per input row.
 
     The output holds the input's columns, then `pred_class`, `pred_name`, `score` (probability
@@ -196,7 +198,9 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
     prediction). When the CSV has a `Class` (id) or `Caption` column the metrics are computed
     over the labelled rows and written beside the output (`<output>_metrics.json`, ...).
     Returns a summary: output, n_rows, n_predicted, n_skipped, skipped (the first rows),
-    seconds, images_per_s, metrics (None without labels) and metrics_files.
+    seconds, images_per_s, metrics (None without labels) and metrics_files; with
+    `gallery_per_class`, `gallery`: up to that many misclassified frames per true class, for
+    the HTML report (`MisclassifiedGallery.to_dict`).
     """
     csv_path = Path(csv)
     check_inference_options(batch_size, topk, workers)
@@ -228,6 +232,7 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
     transform = classifier.transform()
 
     kept_logits, kept_targets, kept_clips = [], [], []
+    gallery = MisclassifiedGallery(gallery_per_class, classifier.num_classes)
     skipped: list[dict] = []
     n_skipped = n_unlabelled = 0
     start = time.perf_counter()
@@ -251,6 +256,7 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
                 n_unlabelled += int((scored.ok & (targets < 0)).sum())
                 kept_logits.append(scored.logits[torch.from_numpy(use)])
                 kept_targets.append(targets[use])
+                gallery.add(scored.logits, np.where(use, targets, -1), chunk[path_column].to_numpy(), rows)
                 if label_columns.video is not None:
                     kept_clips.append(truth.clips(chunk)[use])
     seconds = time.perf_counter() - start
@@ -272,4 +278,6 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
             extra={"source": str(csv_path), "checkpoint": summary["checkpoint"], "n_unlabelled": n_unlabelled,
                    "n_skipped": n_skipped, "label_column": summary["label_column"]})
         summary["metrics_files"] = {k: str(v) for k, v in paths.items()}
+        if gallery_per_class > 0:
+            summary["gallery"] = gallery.to_dict(roots)
     return summary

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from clipmg import data as cdata
+from clipmg.checkpoint import hub_cache_name
 from clipmg.errors import DataError
 from clipmg.inference import (
     DEFAULT_BATCH_SIZE,
@@ -143,6 +144,8 @@ def evaluate_prompt_sets(prompts: Sequence[str], metadata: str | os.PathLike, *,
 
 
 def default_out_dir(classifier: Classifier) -> Path:
+    if classifier.checkpoint is not None and hub_cache_name(classifier.checkpoint):
+        return Path("prompt_eval") / hub_cache_name(classifier.checkpoint)
     if classifier.checkpoint is not None:
         return classifier.checkpoint.parent / "eval" / f"prompts_{classifier.checkpoint.name}"
     return Path("prompt_eval") / slug(str(classifier.model.model_config.get("name", "model")))

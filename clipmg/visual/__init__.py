@@ -1,5 +1,5 @@
 """What a model learned, as pictures: embeddings of frames and classes, the TensorBoard projector,
-2-D maps."""
+2-D maps, and the HTML report of a checkpoint's results."""
 
 from clipmg.visual.embeddings import (
     DEFAULT_THUMB_SIZE,
@@ -11,8 +11,10 @@ from clipmg.visual.embeddings import (
 )
 from clipmg.visual.maps import MAP_METHODS, class_color, plot_embedding_map, project_2d
 from clipmg.visual.projector import DEFAULT_TAG, METADATA_HEADER, projector_table, write_projector
+from clipmg.visual.report import DEFAULT_GALLERY_PER_CLASS, report_html, write_html_report
 
 __all__ = [
+    "DEFAULT_GALLERY_PER_CLASS",
     "DEFAULT_TAG",
     "DEFAULT_THUMB_SIZE",
     "MAP_METHODS",
@@ -25,6 +27,8 @@ __all__ = [
     "project_2d",
     "projector_table",
     "prompt_descriptions",
+    "report_html",
     "stored_prompt_set",
+    "write_html_report",
     "write_projector",
 ]

@@ -1,9 +1,10 @@
-"""Checkpoint folders: the unit of exchange between train, predict, evaluate, prompts and embed.
+"""Checkpoint folders: written atomically, resolved from a folder, a run or a Hub reference.
 
 A checkpoint is a folder holding ``model.safetensors`` and ``config.json`` (everything needed to
-rebuild the model and classify), plus ``trainer_state.pt`` when a run can resume from it. Folders
-are written beside their destination and renamed into place, so a kill during a save leaves the
-previous checkpoint whole. Nothing in a checkpoint can run code when loaded.
+rebuild the model and classify), its model card ``README.md`` (generated from config.json), plus
+``trainer_state.pt`` when a run can resume from it. Folders are written beside their
+destination and renamed into place, so a kill during a save leaves the previous checkpoint
+whole. Nothing in a checkpoint can run code when loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from clipmg.checkpoint.card import CARD, model_card
+from clipmg.checkpoint.hub import download_checkpoint, is_hub_reference
 from clipmg.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
@@ -26,9 +29,9 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
                     trainer_state: dict | None = None, extra_writers=()) -> Path:
-    """Write ``model``'s weights and ``config`` (plus trainer state) to ``folder`` atomically.
-    Each of ``extra_writers`` is called with the staging folder to add its own files (e.g. the
-    learned prompt context, ``prompt_learner.safetensors``)."""
+    """Write ``model``'s weights, ``config`` and the model card made from it (plus trainer state) to
+    ``folder`` atomically. Each of ``extra_writers`` is called with the staging folder to add its
+    own files (e.g. the learned prompt context, ``prompt_learner.safetensors``)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
@@ -38,7 +41,9 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
         if hasattr(model, "save_pretrained_parts"):
             model.save_pretrained_parts(staging)
         payload = {"format_version": FORMAT_VERSION, "model": model.model_config, **config}
-        (staging / CONFIG).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        text = json.dumps(payload, indent=2, default=str)
+        (staging / CONFIG).write_text(text, encoding="utf-8")
+        (staging / CARD).write_text(model_card(json.loads(text), name=folder.name), encoding="utf-8")
         if trainer_state is not None:
             torch.save(trainer_state, staging / TRAINER_STATE)
         for write in extra_writers:
@@ -71,8 +76,9 @@ def _replace_folder(staging: Path, folder: Path) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``)."""
-    path = Path(path)
+    """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``), local or
+    on the Hugging Face Hub (``hf-hub:org/name[/subfolder][@revision]``, through the cache)."""
+    path = download_checkpoint(path) if is_hub_reference(path) else Path(path)
     if (path / CONFIG).is_file():
         return path
     for child in ("best", "last"):
