@@ -129,6 +129,15 @@ def load_tokenizer(source: str, local_files_only: bool = False):
     )
 
 
+def set_hf_grad_checkpointing(model: nn.Module, enable: bool) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"the Hugging Face text encoder {type(model).__name__} has no gradient checkpointing")
+    if enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "cls":
         return hidden[:, 0]
@@ -313,6 +322,13 @@ class HybridModel(ContrastiveModel):
         if name.startswith("text_encoder."):
             return TEXT
         return HEADS
+
+    def timm_modules(self) -> dict[str, nn.Module]:
+        return {"image_encoder.": self.image_encoder}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_encoder.set_grad_checkpointing(enable)
+        set_hf_grad_checkpointing(self.text_encoder, enable)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         features = self.image_projection(self.image_encoder(images))
