@@ -11,11 +11,11 @@ import argparse
 import logging
 import sys
 
-from clipmg.cli import compare, data, demo, embed, keypoints, predict, probe, prompts, train
+from clipmg.cli import compare, data, demo, embed, keypoints, predict, probe, prompts, train, wise
 from clipmg.errors import ClipmgError
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
-COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints)
+COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, wise)
 
 
 def build_parser() -> argparse.ArgumentParser:
