@@ -18,7 +18,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clipmg.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, load_checkpoint, resolve_checkpoint, save_checkpoint
+from clipmg.checkpoint import (
+    CONFIG,
+    TRAINER_STATE,
+    WEIGHTS,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from clipmg.errors import CheckpointError, DataError
 from clipmg.inference import Classifier, class_names_for, evaluate_checkpoint
 from clipmg.metrics import LOWER_IS_BETTER, VALIDATION_METRICS

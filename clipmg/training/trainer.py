@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
-from clipmg.checkpoint import WEIGHTS, load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
+from clipmg.checkpoint import (
+    WEIGHTS,
+    load_checkpoint,
+    load_trainer_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from clipmg.errors import TrainingError
 from clipmg.losses import (
     class_prior_bias,
