@@ -182,6 +182,49 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def tiny_hybrid(tmp_path_factory):
+    """A hybrid model: timm's test ResNet and a 2-layer BERT saved offline, without dropout."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("bert")
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]))
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    torch.manual_seed(0)
+    return create_model("hybrid", image="timm:test_resnet", text=f"hf:{folder}", embed_dim=8, dropout=0.0,
+                        image_pretrained=False, image_size=32)
+
+
+def test_hybrid_towers_take_every_tool(tiny_hybrid):
+    model = tiny_hybrid.train()
+    images, texts = torch.randn(2, 3, 32, 32), ["a b", "c"]
+
+    def gradients():
+        model.zero_grad()
+        image_features, text_features, scale = model(images, texts)
+        (scale * image_features @ text_features.T).logsumexp(dim=1).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    model.set_grad_checkpointing(True)
+    text = model.text_encoder
+    assert getattr(text, "is_activation_checkpointing", None) or text.is_gradient_checkpointing
+    assert model.image_encoder.grad_checkpointing
+    for key, value in gradients().items():
+        torch.testing.assert_close(value, plain[key], rtol=1e-4, atol=1e-6)
+    model.set_grad_checkpointing(False)
+    ids = model.layer_ids()
+    assert ids["text_encoder.embeddings.word_embeddings.weight"] == (0, 4)
+    assert ids["text_encoder.encoder.layer.1.output.dense.weight"] == (2, 4)
+    assert "image_projection.projection.weight" not in ids
+    names = apply_lora(model, rank=2, targets="linear,conv")
+    assert any(n.startswith("text_encoder.encoder.layer.0.attention") for n in names)
+    assert any(n.startswith("image_encoder.") for n in names)
+
+
 # ------------------------------------------------------------------------------- compare rows
 TOOL_ROWS = ["ema", "tta-flip", "tta-crops", "ensemble-3-seeds", "fine-tune", "lora", "layer-decay", "wise"]
 

@@ -132,8 +132,14 @@ def load_tokenizer(source: str, local_files_only: bool = False):
 def set_hf_grad_checkpointing(model: nn.Module, enable: bool) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ModelError(f"the Hugging Face text encoder {type(model).__name__} has no gradient checkpointing")
-    if enable:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     else:
         model.gradient_checkpointing_disable()
 

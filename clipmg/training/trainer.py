@@ -210,7 +210,8 @@ class Trainer:
         """Checkpoint `model` (default the trained one; LoRA adapters merged) as `name`/."""
         if not self.env.is_main:
             return
-        save_checkpoint(self.run_dir / name, merged_copy(model or self.model), self._checkpoint_config(metrics),
+        model = merged_copy(self.model if model is None else model)
+        save_checkpoint(self.run_dir / name, model, self._checkpoint_config(metrics),
                         self._trainer_state() if with_state else None)
 
     # ------------------------------------------------------------------ steps
