@@ -23,11 +23,12 @@ from clipmg.cli import (
     prompts,
     push,
     train,
+    wise,
 )
 from clipmg.errors import ClipmgError
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
-COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, export, push)
+COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, wise, export, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from clipmg.errors import DataError
 from clipmg.jobs.approaches import APPROACHES
-from clipmg.jobs.compare import MODES, compare
+from clipmg.jobs.compare import MODES, compare, compare_seeds
 from clipmg.jobs.demo import DEMO_DATA, QUICK_DATA
 from clipmg.synthetic import make_demo_data
 
@@ -38,21 +38,29 @@ def add_compare_arguments(parser) -> None:
     parser.add_argument("--image-root", help="folder the Path column is relative to")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda ... (default auto)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="run every approach once per seed (OUT/seed-<s>/) on one split and report each "
+                             "metric's mean and standard deviation")
 
 
 def run(args) -> int:
     out = Path(args.out)
     metadata, labels = args.metadata, args.labels
     if metadata is None:
-        data = make_demo_data(out / "data", seed=args.seed or 0,
+        data = make_demo_data(out / "data", seed=args.seed or (args.seeds or [0])[0],
                                     **(QUICK_DATA if args.mode == "quick" else DEMO_DATA))
         metadata, labels = data["metadata"], data["labels"]
         print(f"demo data: {data['frames']} frames of {data['classes']} classes in {data['out']}")
     elif labels is None:
         raise DataError("--metadata needs --labels (Clip_label.csv)")
     base = {key: value for key, value in (("device", args.device), ("seed", args.seed)) if value is not None}
-    table = compare(metadata, labels, args.split, args.approaches or list(APPROACHES), out, base, mode=args.mode,
-                    epochs=dict(args.epochs), image_root=args.image_root)
+    approaches = args.approaches or list(APPROACHES)
+    if args.seeds:
+        table = compare_seeds(metadata, labels, args.split, approaches, out, args.seeds, base, mode=args.mode,
+                              epochs=dict(args.epochs), image_root=args.image_root)
+    else:
+        table = compare(metadata, labels, args.split, approaches, out, base, mode=args.mode,
+                        epochs=dict(args.epochs), image_root=args.image_root)
     print((out / "comparison.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'} ({len(table)} approaches)")
     return 0

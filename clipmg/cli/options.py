@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from clipmg.data import Columns
-from clipmg.inference import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT, DEFAULT_TOPK
+from clipmg.inference import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT, DEFAULT_TOPK, TTA_MODES
 
 COLUMN_FLAGS = (("path", "Path"), ("class", "Class"), ("video", "Video ID"), ("frame", "Frame ID"),
                 ("caption", "Caption"))
@@ -63,9 +63,21 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool = F
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
-    """A checkpoint to classify with, its prompts, and the runtime options."""
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--prompts", help="prompt set (file or name) replacing the checkpoint's")
+    """A checkpoint (or a score-level ensemble of several) to classify with, its prompts, test-time
+    augmentation, and the runtime options."""
+    parser.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="CHECKPOINT",
+                        help="checkpoint folder, or a run folder (its best/); several: an ensemble averaging "
+                             f"their class probabilities (same class ids) (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--weights", nargs="+", type=float, default=None,
+                        help="ensemble: one weight per checkpoint (default equal)")
+    parser.add_argument("--labels", help="Clip_label.csv to rename the classes (ids must be the checkpoint's); "
+                                         "default: the class names stored in the checkpoint")
+    parser.add_argument("--prompts", nargs="+", default=None,
+                        help="prompt set (file or name) replacing the checkpoint's; several: one per checkpoint "
+                             "(the same checkpoint may be given twice to ensemble two prompt sets)")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation: average each frame's logits over views (flip: the frame and "
+                             "its mirror image; crops: the frame and five crops); default none")
     add_runtime_arguments(parser)
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="classes listed per image (default 5)")
 

@@ -25,7 +25,7 @@ def predict(args) -> int:
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
                           skip_missing=args.skip_missing, workers=args.workers, class_column=args.class_column,
                           caption_column=args.caption_column, video_column=args.video_column,
-                          gallery_per_class=gallery_size(args))
+                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args))
     print(f"wrote {summary['output']}: {summary['n_rows']} rows, {summary['n_predicted']} predicted, "
           f"{summary['n_skipped']} skipped")
     if summary["n_skipped"]:
@@ -72,7 +72,8 @@ def evaluate(args) -> int:
                                   subset=args.subset, out_dir=args.out, image_root=args.image_root,
                                   columns=columns_from_args(args), prompts=args.prompts, batch_size=args.batch_size,
                                   device=args.device, workers=args.workers, skip_missing=args.skip_missing,
-                                  topk=args.topk, gallery_per_class=gallery_size(args))
+                                  topk=args.topk, weights=args.weights, tta=args.tta,
+                                  gallery_per_class=gallery_size(args))
     what = f"{args.split} ({args.subset})" if args.split else args.metadata
     print(f"evaluated {metrics['checkpoint']} on {metrics['n_images']} frames of {what} in "
           f"{metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s)")

@@ -11,17 +11,21 @@ from clipmg.inference.batches import (
     thumbnail,
 )
 from clipmg.inference.classifier import DEFAULT_CHECKPOINT, Classifier, class_names_for
+from clipmg.inference.ensemble import Ensemble, load_classifier
 from clipmg.inference.evaluation import default_eval_dir, evaluate_checkpoint
 from clipmg.inference.features import EncodedFrames, encode_frames
 from clipmg.inference.predict_csv import DEFAULT_TOPK, predict_csv
 from clipmg.inference.scoring import Scored, prediction_frame, score_images
+from clipmg.inference.tta import TTA_MODES, tta_logits
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHECKPOINT",
     "DEFAULT_TOPK",
     "Classifier",
+    "Ensemble",
     "EncodedFrames",
+    "TTA_MODES",
     "ImageListDataset",
     "Scored",
     "class_names_for",
@@ -31,9 +35,11 @@ __all__ = [
     "evaluate_checkpoint",
     "image_roots",
     "iter_image_batches",
+    "load_classifier",
     "predict_csv",
     "prediction_frame",
     "resolve_image_path",
     "score_images",
     "thumbnail",
+    "tta_logits",
 ]

@@ -18,6 +18,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
 from clipmg.errors import DataError, ModelError
+from clipmg.inference.tta import check_tta, tta_logits
 from clipmg.models import create_model
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.utils import logger, resolve_device
@@ -40,13 +41,16 @@ class Classifier:
     config: dict = field(default_factory=dict)
     checkpoint: Path | None = None
     prompt_set: PromptSet = field(default_factory=PromptSet)
+    tta: str = "none"  # test-time augmentation of `logits` (clipmg.inference.tta)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, device: str = "auto",
                         labels: str | os.PathLike | Mapping[int, str] | None = None,
-                        prompts: str | os.PathLike | None = None) -> Classifier:
+                        prompts: str | os.PathLike | None = None, tta: str = "none") -> Classifier:
         """Load a checkpoint; `labels` (Clip_label.csv) renames its classes, `prompts` replaces
-        its prompt set. The class ids always stay those the checkpoint was trained on."""
+        its prompt set, `tta` scores each frame as the mean of its views (none, flip, crops). The
+        class ids always stay those the checkpoint was trained on."""
+        check_tta(tta)
         device = resolve_device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu (or auto)")
@@ -56,7 +60,7 @@ class Classifier:
         names = class_names_for(class_ids, list(config["class_names"]), labels, folder)
         prompt_set = load_prompt_set(prompts) if prompts else PromptSet.from_dict(config.get("prompts") or {}, folder)
         return cls.from_model(model, class_ids, names, prompt_set, preprocess=config.get("preprocess"),
-                              config=config, checkpoint=folder)
+                              config=config, checkpoint=folder, tta=tta)
 
     @classmethod
     def zero_shot(cls, model: str, pretrained: str | None, labels, device: str = "auto") -> Classifier:
@@ -72,7 +76,7 @@ class Classifier:
     @classmethod
     def from_model(cls, model, class_ids: Sequence[int], class_names: Sequence[str],
                    prompt_set: PromptSet | None = None, preprocess: Mapping | None = None,
-                   config: dict | None = None, checkpoint: Path | None = None) -> Classifier:
+                   config: dict | None = None, checkpoint: Path | None = None, tta: str = "none") -> Classifier:
         model.eval()
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -82,12 +86,13 @@ class Classifier:
         return cls(model=model, class_ids=list(class_ids), class_names=list(class_names),
                    class_embeddings=embeddings, scale=scale,
                    preprocess=dict(preprocess or model.preprocess_config), device=device,
-                   config=config or {}, checkpoint=checkpoint, prompt_set=prompt_set or PromptSet())
+                   config=config or {}, checkpoint=checkpoint, prompt_set=prompt_set or PromptSet(),
+                   tta=check_tta(tta))
 
     @property
     def description(self) -> str:
         if self.checkpoint is not None:
-            return str(self.checkpoint)
+            return str(self.checkpoint) + ("" if self.tta == "none" else f" (tta {self.tta})")
         cfg = getattr(self.model, "model_config", {})
         return f"{cfg.get('name')} (pretrained {cfg.get('pretrained')}, zero-shot)"
 
@@ -109,8 +114,13 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         """(B, C) float32 logits on the CPU for a batch of preprocessed images (and the per-frame
-        `extras` the model takes, see `ContrastiveModel.extra_inputs`)."""
-        return self.logits_from_features(self.scoring_features(images, **extras))
+        `extras` the model takes, see `ContrastiveModel.extra_inputs`); with `tta`, the mean of
+        the logits of each view of the batch."""
+        if self.tta == "none":
+            return self.logits_from_features(self.scoring_features(images, **extras))
+        extras = {key: value.to(self.device, non_blocking=True) for key, value in extras.items()}
+        return tta_logits(lambda view, **view_extras: self.logits_from_features(
+            self.scoring_features(view, **view_extras)), self.prepare_images(images), extras, self.tta)
 
     @torch.inference_mode()
     def scoring_features(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:

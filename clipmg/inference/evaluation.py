@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from clipmg.checkpoint import hub_cache_name
 from clipmg.errors import ImageError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, image_roots
 from clipmg.inference.classifier import Classifier
+from clipmg.inference.ensemble import Ensemble, load_classifier, output_name
 from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.predict_csv import DEFAULT_TOPK, MAX_LISTED_SKIPS
 from clipmg.inference.scoring import check_inference_options, prediction_frame, score_images
@@ -22,32 +24,36 @@ from clipmg.metrics import write_report
 from clipmg.utils import atomic_output, progress
 
 
-def default_eval_dir(checkpoint: Path) -> Path:
+def default_eval_dir(checkpoint: Path, name: str | None = None) -> Path:
     """`<run>/eval/<checkpoint name>`: beside the checkpoint, never inside it (a later save
-    of the checkpoint replaces its folder); `eval/<org>--<name>` for a checkpoint from the Hub
-    (never inside the Hugging Face cache)."""
+    of the checkpoint replaces its folder), or `eval/<org>--<name>` for a checkpoint from the Hub
+    (never inside the Hugging Face cache). `name` replaces the checkpoint's name (an ensemble's,
+    or one with test-time augmentation)."""
     from_hub = hub_cache_name(checkpoint)
     if from_hub:
-        return Path("eval") / from_hub
-    return checkpoint.parent / "eval" / checkpoint.name
+        return Path("eval") / (from_hub if name in (None, checkpoint.name) else f"{from_hub}--{name}")
+    return checkpoint.parent / "eval" / (name or checkpoint.name)
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLike, labels=None,
+def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], metadata: str | os.PathLike, labels=None,
                         split: str | os.PathLike | None = None, subset: str = "val",
                         out_dir: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
                         columns: cdata.Columns | None = None, prompts=None,
                         batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
                         workers: int | None = None, skip_missing: bool = False, topk: int = DEFAULT_TOPK,
-                        classifier: Classifier | None = None, gallery_per_class: int = 0) -> dict:
-    """Metrics of a checkpoint on the frames of `metadata` (or of `split`'s `subset`: "train",
-    "val" or "all"). Writes metrics.json, per_class.csv, confusion.csv, confusion.png and
-    predictions.csv into `out_dir` (default `<run>/eval/<checkpoint name>`, or `eval/<org>--<name>`
-    for a Hub checkpoint); returns the metrics (with `n_images`, `n_skipped`, `images_per_s`,
-    `out_dir`, `metrics_files`, and with `gallery_per_class` the misclassified frames of the HTML
-    report as `gallery`)."""
+                        weights: Sequence[float] | None = None, tta: str = "none",
+                        classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
+    """Metrics of a checkpoint (or the score-level ensemble of several, `weights` weighing their
+    probabilities) on the frames of `metadata` (or of `split`'s `subset`: "train", "val" or
+    "all"), with test-time augmentation `tta` (none, flip, crops). Writes metrics.json,
+    per_class.csv, confusion.csv, confusion.png and predictions.csv into `out_dir` (default
+    `<run>/eval/<checkpoint name>`, or `eval/<org>--<name>` for a Hub checkpoint); returns the
+    metrics (with `n_images`, `n_skipped`, `images_per_s`, `out_dir`, `metrics_files`, and with
+    `gallery_per_class` the misclassified frames of the HTML report as `gallery`)."""
     check_inference_options(batch_size, topk, workers)
     columns = columns or cdata.Columns()
-    classifier = classifier or Classifier.from_checkpoint(checkpoint, device=device, labels=labels, prompts=prompts)
+    classifier = classifier or load_classifier(checkpoint, weights, device=device, labels=labels, prompts=prompts,
+                                               tta=tta)
     frames, source = cdata.select_frames(metadata, classifier.label_table, split, subset, columns)
     roots = image_roots(image_root, metadata=metadata, config=classifier.config)
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
@@ -63,7 +69,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLi
         raise ImageError(f"none of the {len(frames)} images of {source} could be read "
                          f"(first: {scored.reasons[0][2]})")
     checkpoint_folder = classifier.checkpoint or Path(checkpoint)
-    out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_folder)
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_folder, output_name(classifier))
     paths = {"metrics": out / "metrics.json", "per_class": out / "per_class.csv",
              "confusion": out / "confusion.csv", "confusion_png": out / "confusion.png"}
     keep = torch.from_numpy(ok)
@@ -71,7 +77,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLi
         scored.logits[keep], targets[keep], classifier.class_names, paths, class_ids=classifier.class_ids,
         clip_ids=frames["video_id"].to_numpy()[ok],
         extra={"n_skipped": int((~ok).sum()), "seconds": seconds, "images_per_s": int(ok.sum()) / seconds,
-               "checkpoint": str(checkpoint_folder), "metadata": str(metadata),
+               "checkpoint": classifier.description if isinstance(classifier, Ensemble) else str(checkpoint_folder),
+               "tta": classifier.tta, "metadata": str(metadata),
                "split": str(split) if split is not None else None,
                "subset": subset if split is not None else None, "out_dir": str(out)})
     standard = [c for c in ("path", "class_id", "video_id", "frame_id", "caption", "row") if c in frames]

@@ -23,6 +23,7 @@ from clipmg.data.labels import name_key
 from clipmg.errors import DataError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, default_workers, image_roots
 from clipmg.inference.classifier import Classifier, id_range
+from clipmg.inference.ensemble import Ensemble, load_classifier
 from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.scoring import (
     STATUS_COLUMN,
@@ -183,13 +184,13 @@ def report_paths(output: Path) -> dict[str, Path]:
             "confusion": Path(f"{stem}_confusion.csv"), "confusion_png": Path(f"{stem}_confusion.png")}
 
 
-def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: str = "Path",
+def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv: str | os.PathLike, column: str = "Path",
                 output: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, labels=None, prompts=None,
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
                 skip_missing: bool = False, workers: int | None = None, class_column: str = "Class",
                 caption_column: str = "Caption", video_column: str = "Video ID",
-                chunk_rows: int = CHUNK_ROWS, classifier: Classifier | None = None,
-                gallery_per_class: int = 0) -> dict:
+                chunk_rows: int = CHUNK_ROWS, weights: Sequence[float] | None = None, tta: str = "none",
+                classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
     """Classify every image listed in `column` of `csv`; write one prediction per input row.
 
     The output holds the input's columns, then `pred_class`, `pred_name`, `score` (probability
@@ -197,8 +198,10 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
     `status` ("ok", or with `skip_missing` "missing"/"unreadable" for rows left without a
     prediction). When the CSV has a `Class` (id) or `Caption` column the metrics are computed
     over the labelled rows and written beside the output (`<output>_metrics.json`, ...).
-    Returns a summary: output, n_rows, n_predicted, n_skipped, skipped (the first rows),
-    seconds, images_per_s, metrics (None without labels) and metrics_files; with
+    Several checkpoints are a score-level ensemble (`weights` weigh their probabilities; the
+    output's probabilities are the ensemble's); `tta` (none, flip, crops) averages each frame's
+    logits over its views. Returns a summary: output, n_rows, n_predicted, n_skipped, skipped
+    (the first rows), seconds, images_per_s, metrics (None without labels) and metrics_files; with
     `gallery_per_class`, `gallery`: up to that many misclassified frames per true class, for
     the HTML report (`MisclassifiedGallery.to_dict`).
     """
@@ -219,7 +222,8 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
                or re.fullmatch(r"top\d+_(class|name|prob)", c)]
 
     load_start = time.perf_counter()
-    classifier = classifier or Classifier.from_checkpoint(checkpoint, device=device, labels=labels, prompts=prompts)
+    classifier = classifier or load_classifier(checkpoint, weights, device=device, labels=labels, prompts=prompts,
+                                               tta=tta)
     load_seconds = time.perf_counter() - load_start
     truth = Truth(classifier, label_columns, str(csv_path))
     n_rows = _scan(csv_path, path_column, truth, chunk_rows)
@@ -264,7 +268,8 @@ def predict_csv(checkpoint: str | os.PathLike, csv: str | os.PathLike, column: s
     summary = {"output": str(output), "n_rows": n_rows, "n_predicted": n_predicted, "n_skipped": n_skipped,
                "skipped": skipped, "seconds": seconds, "load_seconds": load_seconds,
                "images_per_s": n_predicted / seconds if seconds > 0 else float("nan"),
-               "checkpoint": str(classifier.checkpoint or checkpoint), "device": str(classifier.device),
+               "checkpoint": classifier.description if isinstance(classifier, Ensemble)
+               else str(classifier.checkpoint or checkpoint), "tta": classifier.tta, "device": str(classifier.device),
                "batch_size": batch_size,
                "workers": default_workers(classifier.device) if workers is None else workers,
                "image_roots": [str(r) for r in roots], "metrics": None, "metrics_files": None,

@@ -13,6 +13,7 @@ import torch
 from clipmg.errors import DataError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, OK, iter_image_batches
 from clipmg.inference.classifier import Classifier
+from clipmg.inference.ensemble import Ensemble
 
 STATUS_COLUMN = "status"
 
@@ -30,14 +31,19 @@ class Scored:
         return self.status == OK
 
 
-def score_images(classifier: Classifier, paths: Sequence[str], rows: Sequence[int], roots: Sequence[Path],
-                 *, source: str, column: str = "Path", transform=None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 workers: int | None = None, skip_missing: bool = False, bar=None) -> Scored:
+def score_images(classifier: Classifier | Ensemble, paths: Sequence[str], rows: Sequence[int],
+                 roots: Sequence[Path], *, source: str, column: str = "Path", transform=None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, skip_missing: bool = False,
+                 bar=None) -> Scored:
     """Classify `paths` (found under `roots`) in batches decoded by `workers` processes.
 
     A missing or unreadable image raises ImageError naming the file and its row of `source`,
-    unless `skip_missing` (then its row gets status "missing"/"unreadable" and NaN logits).
+    unless `skip_missing` (then its row gets status "missing"/"unreadable" and NaN logits). An
+    `Ensemble`'s logits are the log of its members' weighted mean probabilities.
     """
+    if isinstance(classifier, Ensemble):
+        return _score_ensemble(classifier, paths, rows, roots, source=source, column=column, batch_size=batch_size,
+                               workers=workers, skip_missing=skip_missing, bar=bar)
     n = len(paths)
     logits = torch.full((n, classifier.num_classes), float("nan"), dtype=torch.float32)
     status = np.full(n, OK, dtype=object)
@@ -53,6 +59,30 @@ def score_images(classifier: Classifier, paths: Sequence[str], rows: Sequence[in
         if bar is not None:
             bar.update(batch.size)
     return Scored(logits=logits, status=status, reasons=reasons)
+
+
+def _score_ensemble(ensemble: Ensemble, paths, rows, roots, *, bar=None, **options) -> Scored:
+    """Each group of members sharing an input pipeline scores one pass over the images."""
+    probabilities, scored = None, None
+    for number, group in enumerate(ensemble.groups()):
+        first = group[0][0]
+        part = torch.zeros((len(paths), ensemble.num_classes), dtype=torch.float32)
+        status = np.full(len(paths), OK, dtype=object)
+        reasons: list[tuple[int, str, str]] = []
+        for batch in iter_image_batches(paths, rows, roots, first.transform(), device=first.device,
+                                        extra_fields=first.extra_fields(paths, roots), **options):
+            for index, state, message in batch.bad:
+                status[index] = state
+                reasons.append((index, state, message))
+            if batch.images is not None:
+                part[batch.indices] = ensemble.probabilities(group, batch.images, **batch.extras)
+            if bar is not None and number == 0:
+                bar.update(batch.size)
+        probabilities = part if probabilities is None else probabilities + part
+        scored = scored or Scored(logits=part, status=status, reasons=reasons)
+    logits = ensemble.log(probabilities)
+    logits[torch.from_numpy(scored.status != OK)] = float("nan")
+    return Scored(logits=logits, status=scored.status, reasons=scored.reasons)
 
 
 def prediction_frame(logits: torch.Tensor, status: np.ndarray, classifier: Classifier, topk: int) -> pd.DataFrame:

@@ -30,7 +30,8 @@ QUICK_SETTINGS = {"model": "openclip:clipmg-tiny", "epochs": 1, "max_steps_per_e
                   "image_size": 32, "warmup": 1, "workers": 0, "tensorboard": False}
 # Demo mode: epochs per approach (the contrastive run gets the demo's). Large CNNs from scratch
 # are slow on a CPU; give them more with `--epochs linear-resnet50=20` where there is time.
-DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5}
+DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5,
+               "fine-tune": 5, "lora": 5, "layer-decay": 5}
 
 
 def mode_settings(mode: str) -> dict:
@@ -84,10 +85,41 @@ def evaluate_approach(ctx: ComparisonContext, name: str) -> dict:
     metrics = evaluate_checkpoint(result.checkpoint, ctx.split, split=ctx.split, subset="val",
                                   out_dir=ctx.out_dir / name / "eval", image_root=ctx.image_root,
                                   device=ctx.base_settings.get("device", "auto"),
-                                  workers=ctx.base_settings.get("workers"))
+                                  workers=ctx.base_settings.get("workers"), tta=result.tta)
+    checkpoint = result.checkpoint if isinstance(result.checkpoint, Path) else " ".join(map(str, result.checkpoint))
     return {"approach": name, **{key: metrics.get(key) for key in METRIC_COLUMNS},
             "train_seconds": round(result.seconds, 1), "budget": result.budget,
-            "checkpoint": str(result.checkpoint), "description": APPROACHES[name].description}
+            "checkpoint": str(checkpoint), "description": APPROACHES[name].description}
+
+
+def compare_seeds(metadata: str | Path, labels: str | Path, split: str | Path | None, approaches: Sequence[str],
+                  out_dir: str | Path, seeds: Sequence[int], base_settings: Mapping | None = None,
+                  **options) -> pd.DataFrame:
+    """`compare` once per seed (into `out_dir/seed-<s>/`) on one split (made with the first seed
+    unless given), then `comparison.csv` / `.md` in `out_dir`: each metric's mean and standard
+    deviation over the seeds per approach. Returns that table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = ensure_split(Path(metadata), Path(labels), Path(split) if split else None, out_dir, int(seeds[0]))
+    tables = []
+    for seed in seeds:
+        table = compare(metadata, labels, split, approaches, out_dir / f"seed-{seed}",
+                        {**dict(base_settings or {}), "seed": seed}, **options)
+        tables.append(table.assign(seed=seed))
+    runs = pd.concat(tables, ignore_index=True)
+    numeric = [c for c in (*METRIC_COLUMNS, "train_seconds") if c in runs]
+    grouped = runs.groupby("approach", sort=False)[numeric]
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
+    summary.insert(1, "seeds", len(seeds))
+    atomic_write_text(out_dir / "comparison_runs.csv", runs.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out_dir / "comparison.csv", summary.to_csv(index=False, float_format="%.4f"))
+    shown = pd.DataFrame({"approach": summary["approach"], **{
+        c: [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(summary[f"{c}_mean"], summary[f"{c}_std"].fillna(0.0))]
+        for c in numeric if c != "n_images"}})
+    atomic_write_text(out_dir / "comparison.md", f"Validation frames of {split}, mean ± standard deviation over "
+                      f"seeds {', '.join(map(str, seeds))}; every run evaluated by clipmg evaluate.\n\n"
+                      f"{markdown_table(shown, digits=3)}\n")
+    return summary
 
 
 def write_table(table: pd.DataFrame, out_dir: Path, split: Path, mode: str) -> None:

@@ -12,6 +12,8 @@ Downstream code (prompts, losses, trainer, checkpoint, predict) only uses what i
   without downloading anything (weights then come from the checkpoint).
 - `preprocess_config`: `{"image_size": int, "mean": [3], "std": [3], "interpolation": str}`.
 - `freeze(image, text)`, `param_groups(lr_image, lr_text, lr_heads, weight_decay)`.
+- Fine-tuning tools: `layer_ids()` (each tower parameter's depth, for layer-wise learning-rate
+  decay), `set_grad_checkpointing(enable)`.
 - `save_pretrained_parts(folder)`: the checkpoint writer calls it after saving `model.safetensors`
   and `config.json`; a backend writes there whatever besides weights and `model_config` it needs to
   be rebuilt offline (the hybrid backend: its HF tokenizer in `folder/tokenizer/`). It returns the
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from clipmg.errors import ModelError
+from clipmg.models.layers import numbered_layer_ids, timm_layer_ids
 
 MAX_LOGIT_SCALE = 100.0
 DEFAULT_TEMPERATURE = 0.07
@@ -213,6 +216,37 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
         ]
 
 
+    # --- fine-tuning tools ----------------------------------------------------------------------
+
+    def timm_modules(self) -> dict[str, nn.Module]:
+        """The towers that are timm models, by the prefix of their parameter names (timm groups
+        their layers itself)."""
+        return {}
+
+    def layer_ids(self) -> dict[str, tuple[int, int]]:
+        """(layer, number of layers of its tower) for each image and text tower parameter, layer 0
+        nearest the input (see clipmg.models.layers); heads are not listed."""
+        timm_towers = self.timm_modules()
+        ids: dict[str, tuple[int, int]] = {}
+        for prefix, module in timm_towers.items():
+            ids.update(timm_layer_ids(module, prefix))
+        for part in (IMAGE, TEXT):
+            params = [(n, p) for n, p in self.named_parameters()
+                      if self.parameter_part(n) == part and not n.startswith(tuple(timm_towers))]
+            found = numbered_layer_ids(n for n, _ in params)
+            if not found and any(p.requires_grad for _, p in params):
+                raise ModelError(f"layer-wise learning-rate decay: the {part} tower of "
+                                 f"{self.model_config.get('name', type(self).__name__)} has no numbered blocks "
+                                 "to decay over; train it without --layer-decay")
+            ids.update(found)
+        return {name: value for name, value in ids.items() if self.parameter_part(name) != HEADS}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the towers' activations in the backward pass instead of keeping them."""
+        raise ModelError(f"{self.model_config.get('name', type(self).__name__)} does not support gradient "
+                         "checkpointing; train it without --grad-checkpointing")
+
+
 class ImageSideWrapper(ContrastiveModel):
     """A model around a plain image-text model (`self.inner`) that changes only the image side
     (pose fusion, hand crops): text tower, logit scale and saved parts stay the inner model's;
@@ -255,6 +289,12 @@ class ImageSideWrapper(ContrastiveModel):
         if name.startswith("inner."):
             return self.inner.parameter_part(name[len("inner."):])
         return HEADS
+
+    def timm_modules(self) -> dict[str, nn.Module]:
+        return {f"inner.{prefix}": module for prefix, module in self.inner.timm_modules().items()}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.inner.set_grad_checkpointing(enable)
 
 
 def model_extras(model: ContrastiveModel, batch: dict, device: torch.device | None = None) -> dict:

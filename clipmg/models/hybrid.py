@@ -138,6 +138,21 @@ def load_tokenizer(source: str, local_files_only: bool = False):
     )
 
 
+def set_hf_grad_checkpointing(model: nn.Module, enable: bool) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"the Hugging Face text encoder {type(model).__name__} has no gradient checkpointing")
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "cls":
         return hidden[:, 0]
@@ -325,6 +340,13 @@ class HybridModel(ContrastiveModel):
         if name.startswith("text_encoder."):
             return TEXT
         return HEADS
+
+    def timm_modules(self) -> dict[str, nn.Module]:
+        return {"image_encoder.": self.image_encoder}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_encoder.set_grad_checkpointing(enable)
+        set_hf_grad_checkpointing(self.text_encoder, enable)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         features = self.image_projection(self.image_encoder(images))

@@ -302,6 +302,13 @@ class OpenClipModel(ContrastiveModel):
             return HEADS
         return IMAGE if name.startswith("clip.visual.") else TEXT
 
+    def timm_modules(self) -> dict[str, torch.nn.Module]:
+        trunk = getattr(self.clip.visual, "trunk", None)
+        return {"clip.visual.trunk.": trunk} if trunk is not None else {}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.clip.set_grad_checkpointing(enable)
+
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.clip.encode_image(images, normalize=normalize)
 

@@ -278,6 +278,17 @@ class SupervisedModel(ContrastiveModel):
             return TEXT if sub == "logit_scale" or self.backbone.parameter_part(sub) == TEXT else IMAGE
         return IMAGE if name.startswith("backbone.") else HEADS
 
+    def timm_modules(self) -> dict[str, nn.Module]:
+        if self.is_wrapped:
+            return {f"backbone.{prefix}": module for prefix, module in self.backbone.timm_modules().items()}
+        return {"backbone.": self.backbone} if self.spec.startswith(TIMM_PREFIX) else {}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if self.is_wrapped or self.spec.startswith(TIMM_PREFIX):
+            self.backbone.set_grad_checkpointing(enable)
+        else:
+            super().set_grad_checkpointing(enable)
+
     def freeze(self, image: bool = False, text: bool = True) -> None:
         """Lock the backbone (`image=True`: a linear probe); the text side never trains."""
         super().freeze(image=image, text=True)

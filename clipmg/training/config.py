@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from clipmg.errors import DataError
+from clipmg.inference.tta import TTA_MODES
 from clipmg.metrics import VALIDATION_METRICS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
 from clipmg.training.recipes import AUTO
@@ -29,6 +30,7 @@ CHOICES = {
     "init_head": ("random", "zeroshot"),
     "class_weighting": ("none", "inverse", "sqrt"),
     "pose_fusion": ("none", "concat", "gated"),
+    "tta": TTA_MODES,
 }
 
 
@@ -111,6 +113,20 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     precision: str = "auto"
     max_steps_per_epoch: int | None = None
+    # fine-tuning tools (docs/fine_tuning.md)
+    ema_decay: float | None = field(default=None, metadata={
+        "help": "keep an EMA of the weights (e.g. 0.999), validated beside them; the better becomes best/"})
+    layer_decay: float = field(default=1.0, metadata={
+        "help": "layer-wise learning-rate decay of the towers (e.g. 0.75): a block's rate is its part's times "
+                "decay ** (blocks above it); 1 is off"})
+    lora_rank: int = field(default=0, metadata={
+        "help": "LoRA adapters of this rank on the trained towers (their weights frozen); 0 is off"})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scale numerator (default: the rank)"})
+    lora_targets: str | None = field(default=None, metadata={
+        "help": "LoRA layers: linear, attention, conv or module names, comma-separated (default linear,attention)"})
+    grad_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the towers' activations in the backward pass (less memory, more compute)"})
+    tta: str = field(default="none", metadata={"help": "test-time augmentation of validation: none, flip, crops"})
     # run
     output: str = "checkpoints/run"
     seed: int = 42
@@ -135,6 +151,13 @@ class TrainConfig:
             value = getattr(self, name, None)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise DataError(f"config: {name} must be positive, got {value}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise DataError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 < self.layer_decay <= 1:
+            raise DataError(f"config: layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.lora_rank < 0 or (self.lora_alpha is not None and self.lora_alpha <= 0):
+            raise DataError(f"config: lora_rank must be 0 (off) or more and lora_alpha positive, got "
+                            f"{self.lora_rank} and {self.lora_alpha}")
         if self.focal_gamma < 0:
             raise DataError(f"config: focal_gamma must be 0 or more, got {self.focal_gamma}")
         if self.init_head == "zeroshot" and (self.head != "linear" or not self.init_from):

@@ -8,6 +8,7 @@ import math
 import torch
 
 from clipmg.training.config import TrainConfig
+from clipmg.training.layer_decay import apply_layer_decay
 from clipmg.training.recipes import warmup_steps
 
 
@@ -17,6 +18,8 @@ def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
     for group in groups:
         group["params"] = [p for p in group["params"] if p.requires_grad]
+    if cfg.layer_decay != 1.0:
+        groups = apply_layer_decay(model, groups, cfg.layer_decay)
     return torch.optim.AdamW(groups)
 
 

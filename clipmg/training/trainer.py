@@ -14,15 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
 from clipmg.checkpoint import (
     WEIGHTS,
-    load_checkpoint,
     load_trainer_state,
-    load_weights,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -33,17 +30,20 @@ from clipmg.losses import (
     classification_loss,
     contrastive_loss,
 )
-from clipmg.metrics import LOWER_IS_BETTER, compute_metrics
-from clipmg.models import compose_model, create_model, model_extras
-from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
+from clipmg.models import model_extras
+from clipmg.prompts import load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
 from clipmg.training.data import default_train_workers, frame_dataset, load_run_data, loader_options
+from clipmg.training.ema import create_ema, update_ema
+from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
+from clipmg.training.model import build_model
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
 from clipmg.training.recipes import not_learning_warning, resolve_learning_rates
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
+from clipmg.training.validation import better, raw_or_ema, validate_model
 from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
 
 
@@ -73,6 +73,7 @@ class Trainer:
         self.cfg = cfg = dataclasses.replace(cfg, **self.learning_rates.as_config())
         if self.env.is_main:
             logger.info("learning rates: %s", self.learning_rates.describe())
+        self.ema = create_ema(self.model, cfg.ema_decay)
         self.preprocess = dict(self.model.preprocess_config)
         self.texts = TrainingTexts.build(self.train_df, self.train_targets, self.data.class_ids, self.data.class_names,
                                          self.prompt_set, cfg.text_source, cfg.contrast)
@@ -104,28 +105,7 @@ class Trainer:
         return torch.tensor([index_of[c] for c in frames["class_id"]], dtype=torch.long)
 
     def _build_model(self):
-        """The model `cfg` names, or the `init_from` checkpoint, wrapped as `cfg` asks."""
-        cfg = self.cfg
-        num_classes = len(self.data.class_ids)
-        if cfg.init_from:
-            source, config = load_checkpoint(cfg.init_from)
-            logger.info("fine-tuning from %s (%s)", cfg.init_from, config["model"].get("name", ""))
-            self.init_prompt_set = (load_prompt_set(cfg.prompts) if cfg.prompts else
-                                    PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(cfg.init_from)))
-            model = compose_model(source, **cfg.wrapper_options(num_classes), source=str(cfg.init_from))
-        else:
-            model = create_model(cfg.model, **cfg.model_options(num_classes))
-        if cfg.init_head == "zeroshot":
-            self._init_zero_shot_head(model)
-        if cfg.freeze_image or cfg.freeze_text:
-            model.freeze(image=cfg.freeze_image, text=cfg.freeze_text)
-        return model
-
-    def _init_zero_shot_head(self, model) -> None:
-        """Start a linear head over a contrastive tower at its class prompt embeddings."""
-        tower = model.backbone
-        embeddings = build_class_embeddings(tower, self.data.class_names, self.init_prompt_set, class_ids=self.data.class_ids)
-        model.init_zero_shot_head(embeddings, tower.scale().detach())
+        return build_model(self.cfg, self.data.class_ids, self.data.class_names)
 
     def _wrap_ddp(self, model):
         if not self.env.enabled:
@@ -184,7 +164,9 @@ class Trainer:
     def _restore(self, run: Path) -> None:
         folder = resolve_checkpoint(run / "last" if (run / "last").exists() else run)
         state = load_trainer_state(folder)
-        load_weights(self.model, folder / WEIGHTS)
+        load_training_weights(self.model, folder / WEIGHTS, state.get("adapters"))
+        if self.ema is not None:  # a run started without EMA starts it at the resumed weights
+            self.ema.module.load_state_dict(state.get("ema") or self.model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -197,7 +179,8 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                "trainer": dict(self.state)}
+                "trainer": dict(self.state), "adapters": adapter_state(self.model),
+                "ema": self.ema.module.state_dict() if self.ema is not None else {}}
 
     def _checkpoint_config(self, metrics: dict | None = None) -> dict:
         return {"class_ids": self.data.class_ids, "class_names": self.data.class_names,
@@ -205,10 +188,12 @@ class Trainer:
                 "train": self.cfg.to_dict(), "metrics": metrics or {}, "epoch": self.state["epoch"],
                 "split": {k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))}}
 
-    def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> None:
+    def save(self, name: str, metrics: dict | None = None, with_state: bool = True, model=None) -> None:
+        """Checkpoint `model` (default the trained one; LoRA adapters merged) as `name`/."""
         if not self.env.is_main:
             return
-        save_checkpoint(self.run_dir / name, self.model, self._checkpoint_config(metrics),
+        model = merged_copy(self.model if model is None else model)
+        save_checkpoint(self.run_dir / name, model, self._checkpoint_config(metrics),
                         self._trainer_state() if with_state else None)
 
     # ------------------------------------------------------------------ steps
@@ -290,38 +275,31 @@ class Trainer:
         if self.scheduler_every == "step":
             self.scheduler.step()
         self.state["global_step"] += 1
+        update_ema(self.ema, self.model, self.state["global_step"])
         if self.writer is not None:
             log_step(self.writer, self.state["global_step"], self.optimizer, self.model.scale().item())
 
     # ------------------------------------------------------------- validation
-    @torch.no_grad()
     def validate(self) -> dict:
-        self.model.eval()
-        class_embeddings = None if self.model.has_classifier_head else build_class_embeddings(
-            self.model, self.data.class_names, self.prompt_set, class_ids=self.data.class_ids)
-        all_logits, all_indices = [], []
-        for batch in progress(self.val_loader, desc="validate"):
-            with self._autocast():
-                logits = self.model.class_logits(self._batch_images(batch), class_embeddings,
-                                                 **model_extras(self.model, batch, self.device))
-            all_logits.append(logits.float().cpu())
-            all_indices.append(batch["index"])
-        logits, indices = torch.cat(all_logits), torch.cat(all_indices)
-        targets = self.val_targets[indices]
-        metrics = compute_metrics(logits, targets, clip_ids=self.val_df["video_id"].iloc[indices.numpy()].values,
-                                  num_classes=len(self.data.class_ids))
-        metrics["loss"] = F.cross_entropy(logits, targets).item()
-        self.last_validation = (logits, targets)  # for the confusion image
-        if len(indices) < len(self.val_df):
-            metrics["skipped_images"] = len(self.val_df) - len(indices)
+        """Metrics of the trained weights; with EMA, those of the better of them and the EMA
+        weights, which `self.validated_model` then is (the one `best/` gets)."""
+        metrics, self.last_validation = self._validate(self.model)
+        self.validated_model = self.model
+        if self.ema is not None:
+            ema_metrics, ema_validation = self._validate(self.ema.module)
+            metrics, use_ema = raw_or_ema(metrics, ema_metrics, self.cfg.monitor)
+            if use_ema:
+                self.validated_model, self.last_validation = self.ema.module, ema_validation
         return metrics
+
+    def _validate(self, model) -> tuple[dict, tuple]:
+        return validate_model(model, self.val_loader, self.val_df, self.val_targets, self.data, self.prompt_set,
+                              self.device, self._autocast, self.cfg.tta)
 
     # ------------------------------------------------------------------- loop
     def _improved(self, value: float) -> bool:
         best = self.state["best"]
-        if best is None:
-            return True
-        return value < best if self.cfg.monitor in LOWER_IS_BETTER else value > best
+        return best is None or better(value, best, self.cfg.monitor)
 
     def _end_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> bool:
         """Record, checkpoint and decide whether to stop early (rank 0 decides)."""
@@ -338,7 +316,7 @@ class Trainer:
         if self.scheduler_every == "epoch":
             self.scheduler.step(value)
         if improved:
-            self.save("best", metrics, with_state=False)
+            self.save("best", metrics, with_state=False, model=self.validated_model)
         self.save("last", metrics)
         self._log_epoch(epoch, train_stats, metrics)
         warning = not_learning_warning(self.state["history"], self.val_df["class_id"].nunique(), self.learning_rates)

@@ -28,9 +28,10 @@ from clipmg.utils import logger
 
 @dataclass
 class ApproachResult:
-    checkpoint: Path
+    checkpoint: Path | list[Path]  # several: evaluated as a score-level ensemble
     budget: str  # what the approach was given, e.g. "15 epochs", for the table
     seconds: float = 0.0  # its own training time (not that of approaches it started from)
+    tta: str = "none"  # test-time augmentation it is evaluated with
 
 
 @dataclass

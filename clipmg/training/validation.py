@@ -1,0 +1,53 @@
+"""Training-time validation: the validation frames scored by `class_logits`, the rule of predict,
+evaluate and test.py, with the same test-time augmentation (`--tta`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipmg import data as cdata
+from clipmg.inference.tta import tta_logits
+from clipmg.metrics import LOWER_IS_BETTER, compute_metrics
+from clipmg.models import model_extras
+from clipmg.prompts import build_class_embeddings
+from clipmg.utils import progress
+
+
+@torch.no_grad()
+def validate_model(model, loader, frames, targets: torch.Tensor, data, prompt_set, device: torch.device,
+                   autocast, tta: str = "none") -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+    """(metrics, (logits, targets)) of `model` on the validation `frames` that `loader` yields."""
+    model.eval()
+    class_embeddings = None if model.has_classifier_head else build_class_embeddings(
+        model, data.class_names, prompt_set, class_ids=data.class_ids)
+    all_logits, all_indices = [], []
+    for batch in progress(loader, desc="validate"):
+        images = cdata.normalize_images(batch["image"].to(device, non_blocking=True))
+        with autocast():
+            logits = tta_logits(lambda view, **extras: model.class_logits(view, class_embeddings, **extras),
+                                images, model_extras(model, batch, device), tta)
+        all_logits.append(logits.float().cpu())
+        all_indices.append(batch["index"])
+    logits, indices = torch.cat(all_logits), torch.cat(all_indices)
+    targets = targets[indices]
+    metrics = compute_metrics(logits, targets, clip_ids=frames["video_id"].iloc[indices.numpy()].values,
+                              num_classes=len(data.class_ids))
+    metrics["loss"] = F.cross_entropy(logits, targets).item()
+    if len(indices) < len(frames):
+        metrics["skipped_images"] = len(frames) - len(indices)
+    return metrics, (logits, targets)
+
+
+def better(a: float, b: float, monitor: str) -> bool:
+    """Whether value `a` of metric `monitor` is better than `b`."""
+    return a < b if monitor in LOWER_IS_BETTER else a > b
+
+
+def raw_or_ema(raw: dict, ema: dict, monitor: str) -> tuple[dict, bool]:
+    """The better of the raw and the EMA weights' metrics (ties keep the raw weights), with both
+    figures of the monitored metric and `ema_selected`; and whether the EMA's won."""
+    use_ema = better(ema[monitor], raw[monitor], monitor)
+    chosen = dict(ema if use_ema else raw)
+    chosen.update({f"raw_{monitor}": raw[monitor], f"ema_{monitor}": ema[monitor], "ema_selected": float(use_ema)})
+    return chosen, use_ema
