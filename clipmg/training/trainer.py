@@ -37,7 +37,7 @@ from clipmg.models import compose_model, create_model, model_extras
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
-from clipmg.training.data import frame_dataset, load_run_data, loader_options
+from clipmg.training.data import load_run_data, loader_options, run_dataset, run_items
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
@@ -61,13 +61,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
-        self.train_targets = self._targets(self.train_df)
-        self.val_targets = self._targets(self.val_df)
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
         self.preprocess = dict(self.model.preprocess_config)
-        self.texts = TrainingTexts.build(self.train_df, self.train_targets, self.data.class_ids, self.data.class_names,
-                                         self.prompt_set, cfg.text_source, cfg.contrast)
+        # a clip model trains on and validates clips (`clip_frames` frames each), other models frames
+        clip_frames = getattr(self.model, "clip_frames", None)
+        self.train_items, self.val_items = run_items(self.train_df, clip_frames), run_items(self.val_df, clip_frames)
+        self.train_targets, self.val_targets = self._targets(self.train_items), self._targets(self.val_items)
+        self.texts = TrainingTexts.build(self.train_items, self.train_targets, self.data.class_ids,
+                                         self.data.class_names, self.prompt_set, cfg.text_source, cfg.contrast)
         self.train_loader, self.train_sampler = self._train_loader()
         self.val_loader = self._val_loader()
         self.optimizer = build_optimizer(self.model, cfg)
@@ -132,7 +134,7 @@ class Trainer:
         if cfg.balanced_sampler != "none":
             weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.balanced_sampler),
                                       dtype=torch.float32)
-        self.train_dataset = EpochSeededDataset(frame_dataset(self.data, self.train_df, self.model, cfg, train=True),
+        self.train_dataset = EpochSeededDataset(run_dataset(self.data, self.train_df, self.model, cfg, train=True),
                                                 cfg.seed)
         sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, cfg.batch_size, weights)
         loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
@@ -140,7 +142,7 @@ class Trainer:
         return loader, sampler
 
     def _val_loader(self):
-        return DataLoader(frame_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
+        return DataLoader(run_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
                           batch_size=self.cfg.batch_size * 2, shuffle=False,
                           **loader_options(self.cfg.workers, self.device))
 
@@ -300,12 +302,12 @@ class Trainer:
             all_indices.append(batch["index"])
         logits, indices = torch.cat(all_logits), torch.cat(all_indices)
         targets = self.val_targets[indices]
-        metrics = compute_metrics(logits, targets, clip_ids=self.val_df["video_id"].iloc[indices.numpy()].values,
+        metrics = compute_metrics(logits, targets, clip_ids=self.val_items["video_id"].iloc[indices.numpy()].values,
                                   num_classes=len(self.data.class_ids))
         metrics["loss"] = F.cross_entropy(logits, targets).item()
         self.last_validation = (logits, targets)  # for the confusion image
-        if len(indices) < len(self.val_df):
-            metrics["skipped_images"] = len(self.val_df) - len(indices)
+        if len(indices) < len(self.val_items):
+            metrics["skipped_images"] = len(self.val_items) - len(indices)
         return metrics
 
     # ------------------------------------------------------------------- loop

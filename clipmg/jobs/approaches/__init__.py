@@ -1,7 +1,7 @@
 """Approaches of `clipmg compare`, registered by name; importing this package registers the
-built-in and pose approaches."""
+built-in, pose and clip-level (temporal) approaches."""
 
-from clipmg.jobs.approaches import builtin, pose  # noqa: F401  (they register themselves)
+from clipmg.jobs.approaches import builtin, pose, temporal  # noqa: F401  (they register themselves)
 from clipmg.jobs.approaches.registry import (
     APPROACHES,
     Approach,
