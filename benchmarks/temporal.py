@@ -6,7 +6,8 @@ figures; nothing is asserted about them).
 
 Training: the frame model trains on batches of `batch_clips * K` frames, each clip model on
 batches of `batch_clips` clips of K frames (the same images per step); the ratio
-`clips/s * K / frames/s` is 1 when the temporal head (and batching clips) costs nothing.
+`clips/s * K / frames/s` is 1 when the temporal head (and batching clips) costs nothing. Every
+model is measured `repeats` times, interleaved, and its fastest run counts.
 test.py: every frame of a clip is encoded once for its own prediction and, when it is one of
 its clip's K, for the clip's; the ratio `clips/s * frames per clip / frames/s` is 1 when the
 clip predictions cost nothing beside the frames'.
@@ -45,6 +46,7 @@ class TemporalBenchSettings:
     device: str = "auto"
     workers: int = 0
     seed: int = 0
+    repeats: int = 2
 
 
 def _train_config(settings: TemporalBenchSettings, data: dict, output: Path, head: str | None):
@@ -93,22 +95,21 @@ def run(settings: TemporalBenchSettings, work: Path) -> dict:
                           size=64, seed=settings.seed, motion=settings.frames_per_clip >= 8)
     frames_csv = work / "data" / "frames.csv"
     pd.read_excel(data["metadata"]).to_csv(frames_csv, index=False)
-    results = {"settings": asdict(settings), "frame": {}, "clip": {}}
-    for head in settings.heads:
-        training = measure_training(settings, data, work / head, head)
-        results["clip"][head] = {"training": training, "test_py": measure_test_py(
-            training["checkpoint"], frames_csv, work / f"{head}.csv", settings)}
-    # The frame model before and after the clip models; its faster run counts (the ratios are then
-    # the less flattering to the clip models, whatever warmed up on the way).
-    runs = []
-    for name in ("frame_first", "frame_last"):
-        training = measure_training(settings, data, work / name, None)
-        runs.append({"training": training, "test_py": measure_test_py(training["checkpoint"], frames_csv,
-                                                                      work / f"{name}.csv", settings)})
-    frames_per_s = max(run["training"]["samples_per_s"] for run in runs)
-    test_frames_per_s = max(run["test_py"]["images_per_s"] for run in runs)
-    results["frame"] = {"runs": runs, "training": {"samples_per_s": frames_per_s},
-                        "test_py": {"images_per_s": test_frames_per_s}}
+    results = {"settings": asdict(settings), "frame": {"runs": []}, "clip": {head: {"runs": []} for head in settings.heads}}
+    # Every model `repeats` times, interleaved (frame model, each head, frame model, ...), and each
+    # model's fastest run counts: the machine's drift and warm-up fall on all of them alike.
+    for repeat in range(settings.repeats):
+        for head in (None, *settings.heads):
+            name = f"{head or 'frame'}_{repeat}"
+            training = measure_training(settings, data, work / name, head)
+            run = {"training": training, "test_py": measure_test_py(training["checkpoint"], frames_csv,
+                                                                    work / f"{name}.csv", settings)}
+            (results["clip"][head] if head else results["frame"])["runs"].append(run)
+    for row in (results["frame"], *results["clip"].values()):
+        row["training"] = max((run["training"] for run in row["runs"]), key=lambda r: r["samples_per_s"])
+        row["test_py"] = max((run["test_py"] for run in row["runs"]), key=lambda r: r["images_per_s"])
+    frames_per_s = results["frame"]["training"]["samples_per_s"]
+    test_frames_per_s = results["frame"]["test_py"]["images_per_s"]
     for row in results["clip"].values():
         row["training_ratio"] = row["training"]["samples_per_s"] * settings.clip_frames / frames_per_s
         row["test_py_ratio"] = row["test_py"]["clips_per_s"] * settings.frames_per_clip / test_frames_per_s

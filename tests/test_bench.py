@@ -158,7 +158,7 @@ def test_temporal_benchmark_prints_clip_throughput_against_the_frame_models(tmp_
     out = tmp_path / "temporal.json"
     assert temporal.main(["--model", "openclip:clipmg-tiny", "--clips", "8", "--frames-per-clip", "4",
                           "--clip-frames", "4", "--steps", "1", "--warmup-steps", "0",
-                          "--batch-clips", "2", "--heads", "transformer", "--out", str(out)]) == 0
+                          "--batch-clips", "2", "--heads", "transformer", "--repeats", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| clip model, transformer |" in printed and "clips/s" in printed
     results = json.loads(out.read_text())
