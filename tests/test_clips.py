@@ -185,3 +185,15 @@ def test_checkpoint_round_trip_records_k_and_the_head(tower, tmp_path, head):
     assert isinstance(loaded, ClipModel) and loaded.clip_frames == 3
     clips = _clips(frames=3)
     torch.testing.assert_close(loaded.scoring_features(clips), model.scoring_features(clips))
+
+
+@torch.no_grad()
+def test_a_pose_fusion_clip_model_takes_each_frames_keypoints(tower):
+    from clipmg.pose.keypoints import KEYPOINT_DIM
+
+    model = compose_model(tower, pose_fusion="concat", clip_frames=2, temporal="mean").eval()
+    assert model.extra_inputs == ("keypoints",)
+    keypoints = torch.rand(2, 2, KEYPOINT_DIM)
+    frames = model.inner.encode_image(_clips(frames=2).flatten(0, 1), keypoints=keypoints.flatten(0, 1))
+    torch.testing.assert_close(model.encode_image(_clips(frames=2), normalize=False, keypoints=keypoints),
+                               frames.unflatten(0, (2, 2)).mean(dim=1))
