@@ -1,4 +1,6 @@
-"""Logits to honest metrics: top-k, balanced accuracy, macro-F1, per-class recall, clip level.
+"""Logits to honest metrics: top-k, balanced accuracy, macro-F1, per-class recall, clip level
+(a frame model's frames aggregated per clip by mean logits and by majority vote; a clip model's
+own clip predictions).
 
 `compute_metrics` is what training-time validation, `clipmg predict` and `clipmg evaluate` all
 report; `write_report` adds the per-class table and the confusion matrix (CSV and PNG) to disk.
@@ -39,30 +41,54 @@ def clip_level_logits(logits: torch.Tensor, targets: torch.Tensor, clip_ids) -> 
     return sums / counts[:, None], targets[torch.as_tensor(first)]
 
 
-def compute_metrics(logits: torch.Tensor, targets: torch.Tensor, clip_ids=None,
-                    num_classes: int | None = None) -> dict:
-    """Frame-level (and with ``clip_ids`` clip-level) metrics of class logits against indices."""
-    logits = logits.float().cpu()
-    targets = targets.long().cpu()
-    num_classes = num_classes or logits.shape[1]
+def clip_majority_votes(logits: torch.Tensor, targets: torch.Tensor, clip_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """Majority vote of each clip's frames: (clips, C) scores whose arg-max is the class most of
+    its frames predict, ties going to the class with the highest mean probability (the votes plus
+    half the mean probability); a clip's label is its frames' (first) label."""
+    codes, uniques = pd.factorize(pd.Series(clip_ids).astype(str))
+    codes_t = torch.as_tensor(codes, dtype=torch.long)
+    votes = torch.zeros(len(uniques), logits.shape[1], dtype=torch.float32)
+    votes.index_put_((codes_t, logits.argmax(dim=1)), torch.ones(len(codes_t)), accumulate=True)
+    mean_probs, clip_targets = clip_level_logits(logits.float().softmax(dim=1), targets, clip_ids)
+    return votes + 0.5 * mean_probs, clip_targets
+
+
+def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: str = "") -> dict:
+    """top1, top5, balanced accuracy and macro-F1 of (n, C) logits against class indices."""
     preds = logits.argmax(dim=1).numpy()
     y = targets.numpy()
-    present = np.unique(y)
-    metrics = {
-        "n_images": int(len(y)),
-        "top1": topk_accuracy(logits, targets, 1),
-        "top5": topk_accuracy(logits, targets, 5),
+    return {
+        f"{prefix}top1": topk_accuracy(logits, targets, 1),
+        f"{prefix}top5": topk_accuracy(logits, targets, 5),
         # Mean recall over the classes present in the targets (sklearn's definition).
-        "balanced_accuracy": _balanced_accuracy(y, preds),
-        "macro_f1": float(f1_score(y, preds, labels=present, average="macro", zero_division=0))
+        f"{prefix}balanced_accuracy": _balanced_accuracy(y, preds),
+        f"{prefix}macro_f1": float(f1_score(y, preds, labels=np.unique(y), average="macro", zero_division=0))
         if len(y) else float("nan"),
     }
+
+
+def compute_metrics(logits: torch.Tensor, targets: torch.Tensor, clip_ids=None,
+                    num_classes: int | None = None) -> dict:
+    """Frame-level metrics of class logits against indices; with ``clip_ids`` also clip-level
+    ones: `clip_*` of the logits averaged per clip, `clip_majority_*` of the majority vote."""
+    logits = logits.float().cpu()
+    targets = targets.long().cpu()
+    metrics = {"n_images": int(len(targets)), **classification_metrics(logits, targets)}
     if clip_ids is not None:
         clip_logits, clip_targets = clip_level_logits(logits, targets, clip_ids)
         metrics["n_clips"] = int(len(clip_targets))
-        metrics["clip_top1"] = topk_accuracy(clip_logits, clip_targets, 1)
-        metrics["clip_top5"] = topk_accuracy(clip_logits, clip_targets, 5)
+        metrics.update(classification_metrics(clip_logits, clip_targets, "clip_"))
+        votes, _ = clip_majority_votes(logits, targets, clip_ids)
+        majority = classification_metrics(votes, clip_targets, "clip_majority_")
+        metrics.update({key: value for key, value in majority.items() if not key.endswith("top5")})
     return metrics
+
+
+def clip_model_metrics(clip_logits: torch.Tensor, clip_targets: torch.Tensor) -> dict:
+    """A clip model's own clip predictions: `clip_model_*` metrics and `clip_model_n_clips`."""
+    clip_logits, clip_targets = clip_logits.float().cpu(), clip_targets.long().cpu()
+    return {"clip_model_n_clips": int(len(clip_targets)),
+            **classification_metrics(clip_logits, clip_targets, "clip_model_")}
 
 
 def _balanced_accuracy(y: np.ndarray, preds: np.ndarray) -> float:
@@ -112,7 +138,17 @@ def metrics_summary_lines(metrics: dict) -> list[str]:
              f"balanced_accuracy {fmt(metrics['balanced_accuracy'])}  macro_f1 {fmt(metrics['macro_f1'])}"]
     if "clip_top1" in metrics:
         lines.append(f"clips:  {metrics['n_clips']:>6}  top1 {fmt(metrics['clip_top1'])}  "
-                     f"top5 {fmt(metrics['clip_top5'])}  (logits averaged over each clip's frames)")
+                     f"top5 {fmt(metrics['clip_top5'])}  balanced_accuracy {fmt(metrics.get('clip_balanced_accuracy'))}  "
+                     f"macro_f1 {fmt(metrics.get('clip_macro_f1'))}  (logits averaged over each clip's frames)")
+    if "clip_majority_top1" in metrics:
+        lines.append(f"clips:  {metrics['n_clips']:>6}  top1 {fmt(metrics['clip_majority_top1'])}  "
+                     f"balanced_accuracy {fmt(metrics['clip_majority_balanced_accuracy'])}  "
+                     f"macro_f1 {fmt(metrics['clip_majority_macro_f1'])}  (majority vote of the frames)")
+    if "clip_model_top1" in metrics:
+        lines.append(f"clips:  {metrics['clip_model_n_clips']:>6}  top1 {fmt(metrics['clip_model_top1'])}  "
+                     f"top5 {fmt(metrics['clip_model_top5'])}  balanced_accuracy "
+                     f"{fmt(metrics['clip_model_balanced_accuracy'])}  macro_f1 {fmt(metrics['clip_model_macro_f1'])}  "
+                     "(the clip model: its temporal head over the clip's sampled frames)")
     return lines
 
 
@@ -178,11 +214,15 @@ def _json_ready(value):
 
 
 def write_report(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str], paths: dict[str, Path],
-                 class_ids: list[int] | None = None, clip_ids=None, extra: dict | None = None) -> dict:
+                 class_ids: list[int] | None = None, clip_ids=None, extra: dict | None = None,
+                 clip_model: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Compute the metrics and write them: `paths` maps "metrics" (JSON), "per_class" (CSV),
-    "confusion" (CSV) and "confusion_png" to files. Returns the metrics (plus `extra`)."""
+    "confusion" (CSV) and "confusion_png" to files. `clip_model`: a clip model's (clip logits,
+    clip targets), reported as `clip_model_*`. Returns the metrics (plus `extra`)."""
     num_classes = len(class_names)
     metrics = compute_metrics(logits, targets, clip_ids=clip_ids, num_classes=num_classes)
+    if clip_model is not None:
+        metrics.update(clip_model_metrics(*clip_model))
     report = per_class_report(logits, targets, class_names, class_ids)
     cm = confusion(logits, targets, num_classes)
     for path in paths.values():

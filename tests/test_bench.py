@@ -148,3 +148,22 @@ def test_both_loop_text_encodings_give_the_same_class_embeddings():
         original = build_class_embeddings(stock, names, PromptSet())
         trimmed = build_class_embeddings(model, names, PromptSet())
     torch.testing.assert_close(original, trimmed, rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_benchmark_prints_clip_throughput_against_the_frame_models(tmp_path, capsys):
+    """benchmarks/temporal.py at a tiny size: every figure there and positive (its values are
+    measurements, not checked against targets)."""
+    from benchmarks import temporal
+
+    out = tmp_path / "temporal.json"
+    assert temporal.main(["--model", "openclip:clipmg-tiny", "--clips", "8", "--frames-per-clip", "4",
+                          "--clip-frames", "4", "--steps", "1", "--warmup-steps", "0",
+                          "--batch-clips", "2", "--heads", "transformer", "--repeats", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| clip model, transformer |" in printed and "clips/s" in printed
+    results = json.loads(out.read_text())
+    row = results["clip"]["transformer"]
+    for value in (row["training_ratio"], row["test_py_ratio"], row["training"]["samples_per_s"],
+                  results["frame"]["training"]["samples_per_s"], results["frame"]["test_py"]["images_per_s"]):
+        assert math.isfinite(value) and value > 0
+    assert row["test_py"]["n_clips"] == 8

@@ -17,7 +17,8 @@ from clipmg.jobs import compare as cmp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-APPROACHES = ["contrastive", "linear-efficientnetv2_b0", "zeroshot-head", "linear-probe"]
+APPROACHES = ["contrastive", "linear-efficientnetv2_b0", "zeroshot-head", "linear-probe", "frame-average",
+              "clip-mean", "clip-attention", "clip-transformer"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,26 @@ def test_dependent_approaches_start_from_the_contrastive_run(comparison):
     contrastive = table.set_index("approach").loc["contrastive", "checkpoint"]
     assert read_checkpoint_config(out / "zeroshot-head" / "best")["train"]["init_from"] == contrastive
     assert read_checkpoint_config(out / "linear-probe" / "checkpoint")["probe"]["source"] == contrastive
+
+
+def test_clip_rows_are_clip_models_from_the_contrastive_run(comparison):
+    table, out = comparison
+    rows = table.set_index("approach")
+    assert rows.loc["frame-average", "checkpoint"] == rows.loc["contrastive", "checkpoint"]
+    assert rows.loc["frame-average", ["clip_model_top1"]].isna().all()
+    for name, temporal in (("clip-mean", "mean"), ("clip-attention", "attention"),
+                           ("clip-transformer", "transformer")):
+        config = read_checkpoint_config(rows.loc[name, "checkpoint"])
+        assert (config["model"]["temporal"], config["model"]["clip_frames"]) == (temporal, 8)
+        assert config["train"]["init_from"] == rows.loc["contrastive", "checkpoint"]
+        assert rows.loc[name, ["clip_model_top1", "clip_model_balanced_accuracy"]].notna().all()
+    assert "| clip_model_top1 |" in (out / "comparison.md").read_text()
+
+
+def test_clip_approaches_are_not_among_the_defaults():
+    from clipmg.cli.compare import default_approaches
+
+    assert "contrastive" in default_approaches() and not {"frame-average", "clip-mean"} & set(default_approaches())
 
 
 def test_registry_takes_new_approaches_and_rejects_unknown_ones(tiny_dataset, tmp_path, monkeypatch):

@@ -130,3 +130,58 @@ def test_every_class_has_a_pose_and_clip_counts_are_zipf_like():
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(DataError, match=message):
         make_demo_data(tmp_path, **kwargs)
+
+
+# ------------------------------------------------------------------------------ moving clips
+MOTION_SMALL = dict(classes=5, clips=10, frames_per_clip=8, size=48)
+
+
+def test_motion_moves_classes_1_to_4_and_leaves_the_others_as_they_were(tmp_path):
+    moving = make_demo_data(tmp_path / "moving", seed=0, motion=True, **MOTION_SMALL)
+    still = make_demo_data(tmp_path / "still", seed=0, **MOTION_SMALL)
+    assert sorted(moving["motion"]) == [1, 2, 3, 4] and still["motion"] == {}
+    moved, kept = file_digests(tmp_path / "moving" / "training"), file_digests(tmp_path / "still" / "training")
+    assert moved.keys() == kept.keys()
+    for path, digest in moved.items():
+        assert (digest == kept[path]) == (int(path.split("/")[0]) >= 5), path
+
+
+def test_a_moving_clip_goes_from_one_pose_to_the_other_in_the_order_of_its_class():
+    from clipmg.synthetic.figures import clip_look, draw_frame
+    from clipmg.synthetic.motion import MOTIONS, motion_frames
+
+    def drawn(images):
+        return [np.asarray(image) for image in images]
+
+    def still(pose, seed, frames=8, canvas=96):  # the same clip standing in one pose
+        rng = np.random.default_rng(seed)
+        look = clip_look(1, rng, canvas, pose=pose)
+        return drawn(draw_frame(look, rng, canvas) for _ in range(frames))
+
+    for class_id, first, last in ((1, "start", "end"), (2, "end", "start"), (3, "start", "start"),
+                                  (4, "start", "start")):
+        motion = MOTIONS[class_id]
+        frames = drawn(motion_frames(class_id, 8, np.random.default_rng(5), 96))
+        assert np.array_equal(frames[0], still(getattr(motion, first), 5)[0]), class_id
+        assert np.array_equal(frames[-1], still(getattr(motion, last), 5)[-1]), class_id
+        assert not np.array_equal(frames[0], frames[3])  # it moves in between
+
+
+def test_paired_movements_show_the_same_poses_in_another_order():
+    from clipmg.data import clip_positions
+    from clipmg.synthetic.motion import MOTIONS
+
+    def phases(class_id, frames=8, k=8):
+        times = clip_positions(frames, k) / (frames - 1)
+        return np.round([MOTIONS[class_id].phase(t) for t in times], 6)
+
+    for a, b in ((1, 2), (3, 4)):
+        assert sorted(phases(a)) == pytest.approx(sorted(phases(b)), abs=1e-6)  # frame averaging sees one set
+        assert not np.allclose(phases(a), phases(b))  # the order tells them apart
+    assert MOTIONS[1].start == MOTIONS[2].start and MOTIONS[1].end == MOTIONS[2].end
+
+
+@pytest.mark.parametrize("kwargs", [dict(classes=3, clips=6, frames_per_clip=8), dict(frames_per_clip=4)])
+def test_motion_needs_four_classes_and_eight_frames(tmp_path, kwargs):
+    with pytest.raises(DataError, match="motion needs"):
+        make_demo_data(tmp_path, motion=True, **kwargs)

@@ -13,6 +13,7 @@ import torch
 
 from clipmg.metrics import (
     clip_level_logits,
+    clip_majority_votes,
     compute_metrics,
     confusion,
     metrics_summary_lines,
@@ -73,9 +74,32 @@ def test_clip_level_is_not_a_majority_vote_and_ignores_row_order():
     metrics = compute_metrics(logits, targets, clip_ids=clips)
     assert metrics["top1"] == pytest.approx(2 / 4)
     assert metrics["clip_top1"] == pytest.approx(1.0)
+    assert metrics["clip_majority_top1"] == pytest.approx(1 / 2)  # the majority vote says 0 for clip e
     order = torch.tensor([3, 1, 0, 2])
     shuffled = compute_metrics(logits[order], targets[order], clip_ids=[clips[i] for i in order])
     assert shuffled == metrics
+
+
+def test_majority_vote_ties_go_to_the_highest_mean_probability():
+    votes, clip_targets = clip_majority_votes(LOGITS, TARGETS, CLIPS)
+    # A votes 0 and 1 (mean probabilities .51, .36, .13), B 1 and 0 (.34, .61, .05), C 2 and 1, D 0
+    assert votes.argmax(dim=1).tolist() == [0, 1, 2, 0] and clip_targets.tolist() == [0, 1, 2, 0]
+    assert votes.floor().tolist() == [[1, 1, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0]]
+    metrics = compute_metrics(LOGITS, TARGETS, clip_ids=CLIPS)
+    assert metrics["clip_majority_top1"] == metrics["clip_majority_balanced_accuracy"] == pytest.approx(1.0)
+
+
+def test_a_clip_models_figures_are_reported_beside_the_frame_aggregations(tmp_path):
+    paths = {"metrics": tmp_path / "metrics.json", "per_class": tmp_path / "per_class.csv",
+             "confusion": tmp_path / "confusion.csv", "confusion_png": tmp_path / "confusion.png"}
+    clip_logits, clip_targets = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]), torch.tensor([0, 1])
+    metrics = write_report(LOGITS, TARGETS, ["a", "b", "c"], paths, clip_ids=CLIPS,
+                           clip_model=(clip_logits, clip_targets))
+    assert metrics["clip_model_n_clips"] == 2 and metrics["clip_model_top1"] == pytest.approx(1 / 2)
+    assert metrics["clip_model_top5"] == pytest.approx(1.0)
+    assert metrics["clip_top1"] == pytest.approx(1.0)  # the frames' own aggregation, unchanged
+    assert json.loads(paths["metrics"].read_text())["clip_model_macro_f1"] == pytest.approx(1 / 2)  # classes 0, 1
+    assert any("the clip model" in line for line in metrics_summary_lines(metrics))
 
 
 def test_balanced_accuracy_ignores_classes_absent_from_targets():

@@ -381,3 +381,24 @@ def test_text_encoding_without_padding_equals_open_clips_padded_encoding(name):
     with torch.no_grad():
         padded = model.clip.encode_text(model.tokenizer(texts), normalize=True)
         torch.testing.assert_close(model.encode_text(texts), padded, rtol=1e-5, atol=1e-5)
+
+
+def test_hybrid_as_a_clip_model_trains_its_head_and_rebuilds_offline(tiny_bert_folder, tmp_path):
+    from clipmg.checkpoint import load_checkpoint, save_checkpoint
+    from clipmg.models import compose_model
+
+    copy = tmp_path / "text-model"
+    shutil.copytree(tiny_bert_folder, copy)
+    model = compose_model(tiny_hybrid(copy), clip_frames=3, temporal="transformer").eval()
+    assert_param_groups_cover_trainable_once(model)
+    model.freeze(image=True, text=True)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} >= {"head"}
+    assert_param_groups_cover_trainable_once(model)
+    clips = torch.randn(2, 3, 3, 64, 64)
+    save_checkpoint(tmp_path / "ckpt", model, {"class_ids": [1], "class_names": ["a"]})
+    shutil.rmtree(copy)  # the tokenizer and text config travel in the checkpoint
+    loaded, config = load_checkpoint(tmp_path / "ckpt")
+    assert config["model"]["inner"]["backend"] == "hybrid"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.scoring_features(clips), model.scoring_features(clips))
+        assert loaded.encode_text(["a b"]).shape == (1, 16)

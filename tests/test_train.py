@@ -1,5 +1,6 @@
 """The trainer end to end on the tiny model: loss falls, resume is exact, NaN keeps the last
-checkpoint, and two gloo processes see the same first-step loss as one process."""
+checkpoint, and two gloo processes see the same first-step loss as one process (frames, and
+clips of a clip model)."""
 
 from __future__ import annotations
 
@@ -139,12 +140,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("contrast", ["batch", "classes"])
-def test_two_gloo_processes_match_one_process_first_step(tiny_train_settings, tmp_path, contrast):
+@pytest.mark.parametrize("contrast,clips", [("batch", {}), ("classes", {}),
+                                            ("batch", {"clip_frames": 2, "temporal": "transformer"})])
+def test_two_gloo_processes_match_one_process_first_step(tiny_train_settings, tmp_path, contrast, clips):
     script = tmp_path / "first_step.py"
     script.write_text(FIRST_STEP_SCRIPT)
     settings = {**tiny_train_settings, "model": "openclip:clipmg-tiny-vit", "contrast": contrast,
-                "device": "cpu", "batch_size": 4}
+                "device": "cpu", "batch_size": 4, **clips}
     single = subprocess.run([sys.executable, str(script), json.dumps({**settings, "batch_size": 8,
                                                                        "output": str(tmp_path / "one")})],
                             capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ CARD = "README.md"
 
 #: train settings shown in the recipe table, in this order (the full `train` is listed below it)
 RECIPE_KEYS = ("epochs", "batch_size", "lr_image", "lr_text", "lr_heads", "weight_decay", "scheduler",
-               "warmup_steps", "grad_accum", "grad_clip", "precision", "loss", "contrast", "text_source",
+               "warmup", "grad_accum", "grad_clip", "precision", "loss", "contrast", "text_source",
                "logit_adjust_tau", "balanced_sampler", "class_weighting", "focal_gamma", "temperature",
                "learn_temperature", "freeze_image", "freeze_text", "init_from", "init_head", "head",
                "pose_fusion", "hand_crops", "prompts", "hflip", "image_size", "seed", "monitor")

@@ -8,7 +8,7 @@ from pathlib import Path
 from clipmg.errors import DataError
 from clipmg.jobs.approaches import APPROACHES
 from clipmg.jobs.compare import MODES, compare, compare_seeds
-from clipmg.jobs.demo import DEMO_DATA, QUICK_DATA
+from clipmg.jobs.demo import DEMO_DATA_SETS, demo_data_settings
 from clipmg.synthetic import make_demo_data
 
 
@@ -23,6 +23,10 @@ def _parse_budget(text: str) -> tuple[str, int]:
     return name, epochs
 
 
+def default_approaches() -> list[str]:
+    return [name for name, approach in APPROACHES.items() if approach.default]
+
+
 def add_compare_arguments(parser) -> None:
     parser.add_argument("--metadata", help="train.xlsx or .csv (default: generate the demo data into OUT/data)")
     parser.add_argument("--labels", help="Clip_label.csv (required with --metadata)")
@@ -30,7 +34,11 @@ def add_compare_arguments(parser) -> None:
                                         "written to OUT/split.csv)")
     parser.add_argument("--out", required=True, help="folder for each approach's run and comparison.csv/.md")
     parser.add_argument("--approaches", nargs="+", default=None, metavar="NAME",
-                        help="approaches to compare (default all registered: " + ", ".join(APPROACHES) + ")")
+                        help="approaches to compare (default: " + ", ".join(default_approaches()) + "; also: "
+                             + ", ".join(name for name in APPROACHES if name not in default_approaches()) + ")")
+    parser.add_argument("--demo-data", choices=tuple(DEMO_DATA_SETS), default="frames",
+                        help="without --metadata: frames (the demo's data), motion (clips of 8 frames, classes 1-4 "
+                             "moving: for the clip-* approaches) or static (the same clips standing still)")
     parser.add_argument("--mode", choices=MODES, default="demo",
                         help="quick: tiny models, a few steps (smoke test); demo: clipmg demo settings (default)")
     parser.add_argument("--epochs", type=_parse_budget, action="append", default=[], metavar="APPROACH=N",
@@ -48,13 +56,13 @@ def run(args) -> int:
     metadata, labels = args.metadata, args.labels
     if metadata is None:
         data = make_demo_data(out / "data", seed=args.seed or (args.seeds or [0])[0],
-                                    **(QUICK_DATA if args.mode == "quick" else DEMO_DATA))
+                              **demo_data_settings(args.demo_data, quick=args.mode == "quick"))
         metadata, labels = data["metadata"], data["labels"]
         print(f"demo data: {data['frames']} frames of {data['classes']} classes in {data['out']}")
     elif labels is None:
         raise DataError("--metadata needs --labels (Clip_label.csv)")
     base = {key: value for key, value in (("device", args.device), ("seed", args.seed)) if value is not None}
-    approaches = args.approaches or list(APPROACHES)
+    approaches = args.approaches or default_approaches()
     if args.seeds:
         table = compare_seeds(metadata, labels, args.split, approaches, out, args.seeds, base, mode=args.mode,
                               epochs=dict(args.epochs), image_root=args.image_root)

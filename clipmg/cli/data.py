@@ -39,7 +39,7 @@ def split(args) -> int:
 
 def make_demo(args) -> int:
     info = make_demo_data(args.out, classes=args.classes, clips=args.clips, frames_per_clip=args.frames_per_clip,
-                          size=args.size, seed=args.seed)
+                          size=args.size, seed=args.seed, motion=args.motion)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -68,4 +68,7 @@ def register(sub) -> None:
     p.add_argument("--frames-per-clip", type=int, default=4)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--motion", action="store_true",
+                   help="classes 1-4 move (up/down, once/three times): only the order of a clip's frames tells "
+                        "them apart (needs --frames-per-clip 8 or more)")
     p.set_defaults(func=make_demo)

@@ -25,7 +25,8 @@ def predict(args) -> int:
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
                           skip_missing=args.skip_missing, workers=args.workers, class_column=args.class_column,
                           caption_column=args.caption_column, video_column=args.video_column,
-                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args))
+                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args),
+                          frame_column=args.frame_column)
     print(f"wrote {summary['output']}: {summary['n_rows']} rows, {summary['n_predicted']} predicted, "
           f"{summary['n_skipped']} skipped")
     if summary["n_skipped"]:
@@ -36,6 +37,8 @@ def predict(args) -> int:
             print(f"  ... and {summary['n_skipped'] - SKIPS_PRINTED} more")
     print(f"{summary['n_predicted']} images in {summary['seconds']:.1f} s: {summary['images_per_s']:.1f} images/s "
           f"(batch {summary['batch_size']}, decoding workers {summary['workers']}, {summary['device']})")
+    if summary["clip_predictions"]:
+        print(f"wrote {summary['clip_predictions']}: {summary['n_clips']} clips")
     if summary["n_predicted"] == 0:
         print("no image could be predicted: check the paths, --image-root ("
               + ", ".join(summary["image_roots"]) + " were searched) and the images")
@@ -82,7 +85,7 @@ def evaluate(args) -> int:
     out = Path(metrics["out_dir"])
     print_metrics(metrics, {"metrics": out / "metrics.json", "per_class": out / "per_class.csv",
                             "confusion": out / "confusion.csv", "confusion_png": out / "confusion.png",
-                            "predictions": out / "predictions.csv"})
+                            "predictions": out / "predictions.csv", "clip_predictions": out / "clip_predictions.csv"})
     write_report_page(args, metrics["metrics_files"], metrics.get("gallery"), f"{metrics['checkpoint']} on {what}")
     return 0
 
@@ -97,7 +100,10 @@ def add_predict_arguments(parser) -> None:
     parser.add_argument("--class-column", default="Class", help="class id column, for metrics (default Class)")
     parser.add_argument("--caption-column", default="Caption",
                         help="class name column, used for metrics when there is no class id (default Caption)")
-    parser.add_argument("--video-column", default="Video ID", help="clip column, for clip-level accuracy")
+    parser.add_argument("--video-column", default="Video ID",
+                        help="clip column: clip_predictions.csv (one row per clip) and clip-level metrics")
+    parser.add_argument("--frame-column", default="Frame ID",
+                        help="frame order within a clip (a clip model reads K frames in this order)")
     add_report_arguments(parser)
 
 

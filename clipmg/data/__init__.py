@@ -1,6 +1,7 @@
 """Data layer: metadata, labels, images, transforms, datasets, samplers, splits, checks."""
 
 from clipmg.data.check import CheckReport, check_dataset
+from clipmg.data.clips import ClipDataset, clip_positions, clip_table
 from clipmg.data.dataset import FrameDataset, collate_frames
 from clipmg.data.extras import EXTRA_FIELD_LOADERS, load_extra_fields, register_extra_field
 from clipmg.data.images import load_image, verify_image
@@ -31,6 +32,7 @@ __all__ = [
     "OPENAI_CLIP_STD",
     "STANDARD_COLUMNS",
     "CheckReport",
+    "ClipDataset",
     "Columns",
     "FrameDataset",
     "ImageTransform",
@@ -38,6 +40,8 @@ __all__ = [
     "balanced_sample_weights",
     "caption_lookup",
     "check_dataset",
+    "clip_positions",
+    "clip_table",
     "class_counts",
     "class_index_map",
     "clean_class_name",

@@ -140,6 +140,27 @@ class Classifier:
             logits = self.model.logits_from_features(features.to(self.device), table)
         return logits.float().cpu()
 
+    @property
+    def clip_frames(self) -> int | None:
+        """K for a clip model (`clipmg.models.ClipModel`), else None."""
+        return getattr(self.model, "clip_frames", None)
+
+    @torch.inference_mode()
+    def frame_features(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        """A clip model's (N, D) per-frame features (what its temporal head pools), float32 on the device."""
+        images = self.prepare_images(images)
+        extras = {key: value.to(self.device, non_blocking=True) for key, value in extras.items()}
+        with self.autocast():
+            return self.model.frame_features(images, **extras).float()
+
+    @torch.inference_mode()
+    def clip_logits(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """A clip model's (B, C) float32 logits on the CPU of clips given as (B, K, D) frame features
+        (K = 1: each frame a clip of its own, the per-frame predictions)."""
+        with self.autocast():
+            features = self.model.clip_features(frame_features.to(self.device)).float()
+        return self.logits_from_features(features)
+
     def extra_fields(self, paths: Sequence[str], roots: Sequence[Path]) -> dict:
         """The per-frame inputs besides the image that the model takes, for these images."""
         return cdata.load_extra_fields(self.model.extra_inputs, paths, roots, self.model.input_settings)

@@ -75,6 +75,9 @@ class Ensemble:
     device = property(lambda self: self.first.device)
     checkpoint = property(lambda self: self.first.checkpoint)
     tta = property(lambda self: self.first.tta)
+    # an ensemble scores frames; its clips are the mean of their frames' scores, even when a
+    # member is a clip model (each frame then is a clip of one frame for it)
+    clip_frames = None
 
     @property
     def description(self) -> str:

@@ -16,6 +16,7 @@ from clipmg.checkpoint import hub_cache_name
 from clipmg.errors import ImageError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, image_roots
 from clipmg.inference.classifier import Classifier
+from clipmg.inference.clips import ClipCollector, plan_from_frames
 from clipmg.inference.ensemble import Ensemble, load_classifier, output_name
 from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.predict_csv import DEFAULT_TOPK, MAX_LISTED_SKIPS
@@ -46,10 +47,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     """Metrics of a checkpoint (or the score-level ensemble of several, `weights` weighing their
     probabilities) on the frames of `metadata` (or of `split`'s `subset`: "train", "val" or
     "all"), with test-time augmentation `tta` (none, flip, crops). Writes metrics.json,
-    per_class.csv, confusion.csv, confusion.png and predictions.csv into `out_dir` (default
-    `<run>/eval/<checkpoint name>`, or `eval/<org>--<name>` for a Hub checkpoint); returns the
-    metrics (with `n_images`, `n_skipped`, `images_per_s`, `out_dir`, `metrics_files`, and with
-    `gallery_per_class` the misclassified frames of the HTML report as `gallery`)."""
+    per_class.csv, confusion.csv, confusion.png, predictions.csv and clip_predictions.csv (one
+    row per clip, as test.py writes it) into `out_dir` (default `<run>/eval/<checkpoint name>`,
+    or `eval/<org>--<name>` for a Hub checkpoint); returns the metrics (with `n_images`,
+    `n_skipped`, `images_per_s`, `out_dir`, `metrics_files`; a clip model's own clip figures as
+    `clip_model_*`; with `gallery_per_class` the misclassified frames of the HTML report as
+    `gallery`)."""
     check_inference_options(batch_size, topk, workers)
     columns = columns or cdata.Columns()
     classifier = classifier or load_classifier(checkpoint, weights, device=device, labels=labels, prompts=prompts,
@@ -58,11 +61,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     roots = image_roots(image_root, metadata=metadata, config=classifier.config)
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
     targets = torch.tensor([index_of[int(c)] for c in frames["class_id"]], dtype=torch.long)
+    clips = ClipCollector(plan_from_frames(frames, targets.numpy(), classifier.clip_frames), classifier)
     start = time.perf_counter()
     with progress(total=len(frames), desc="evaluate", unit="img") as bar:
         scored = score_images(classifier, frames["path"].to_numpy(), frames["row"].to_numpy(), roots,
                               source=str(source), column=columns.path, batch_size=batch_size, workers=workers,
-                              skip_missing=skip_missing, bar=bar)
+                              skip_missing=skip_missing, bar=bar, keep_features=clips.plan.wanted(0, len(frames)))
+    clips.add(0, clips.plan.codes(frames["video_id"].to_numpy()), scored)
     seconds = time.perf_counter() - start
     ok = scored.ok
     if not ok.any():
@@ -75,7 +80,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     keep = torch.from_numpy(ok)
     metrics = write_report(
         scored.logits[keep], targets[keep], classifier.class_names, paths, class_ids=classifier.class_ids,
-        clip_ids=frames["video_id"].to_numpy()[ok],
+        clip_ids=frames["video_id"].to_numpy()[ok], clip_model=clips.model_metrics_input(),
         extra={"n_skipped": int((~ok).sum()), "seconds": seconds, "images_per_s": int(ok.sum()) / seconds,
                "checkpoint": classifier.description if isinstance(classifier, Ensemble) else str(checkpoint_folder),
                "tta": classifier.tta, "metadata": str(metadata),
@@ -85,6 +90,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     predictions = pd.concat([frames[standard], prediction_frame(scored.logits, scored.status, classifier, topk)], axis=1)
     with atomic_output(out / "predictions.csv") as handle:
         predictions.to_csv(handle, index=False, float_format="%.6f", lineterminator="\n")
+    with atomic_output(out / "clip_predictions.csv") as handle:
+        clips.table(topk, "video_id", labelled=True).to_csv(handle, index=False, float_format="%.6f",
+                                                            lineterminator="\n")
     metrics["metrics_files"] = {key: str(value) for key, value in paths.items()}
     if gallery_per_class > 0:
         gallery = MisclassifiedGallery(gallery_per_class, classifier.num_classes)

@@ -2,7 +2,9 @@
 
 The input CSV is read and the predictions written in chunks: memory does not grow with the
 number of rows (except for one row of C logits per labelled image, kept for the metrics). Every
-label is checked before any image is decoded, so a bad label fails fast, naming its row.
+label is checked before any image is decoded, so a bad label fails fast, naming its row. With a
+clip column, `clip_predictions.csv` (one row per clip) is written beside the predictions; the
+first pass also plans the clips (`clipmg.inference.clips`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from clipmg.data.labels import name_key
 from clipmg.errors import DataError
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, default_workers, image_roots
 from clipmg.inference.classifier import Classifier, id_range
+from clipmg.inference.clips import ClipCollector, ClipPlanner, clip_predictions_path
 from clipmg.inference.ensemble import Ensemble, load_classifier
 from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.scoring import (
@@ -164,12 +167,18 @@ def iter_chunks(csv_path: Path, chunk_rows: int = CHUNK_ROWS, usecols: list[str]
         raise DataError(f"cannot read {csv_path} as a UTF-8 CSV: {error}") from error
 
 
-def _scan(csv_path: Path, column: str, truth: Truth, chunk_rows: int) -> int:
-    """Count the rows and check every label before any image is decoded (fail fast)."""
-    wanted = [c for c in (column, truth.columns.class_, truth.columns.caption) if c is not None]
+def _scan(csv_path: Path, column: str, truth: Truth, chunk_rows: int, frame_column: str | None = None,
+          planner: ClipPlanner | None = None) -> int:
+    """Count the rows and check every label before any image is decoded (fail fast); with a
+    `planner`, give it each row's clip, frame id and label."""
+    wanted = [c for c in (column, truth.columns.class_, truth.columns.caption, truth.columns.video, frame_column)
+              if c is not None]
     n_rows = 0
     for chunk in iter_chunks(csv_path, chunk_rows, usecols=list(dict.fromkeys(wanted))):
-        truth.targets(chunk, np.arange(n_rows + 2, n_rows + 2 + len(chunk)))
+        targets = truth.targets(chunk, np.arange(n_rows + 2, n_rows + 2 + len(chunk)))
+        if planner is not None:
+            planner.add(chunk[truth.columns.video].to_numpy(), None if frame_column is None else
+                        chunk[frame_column].to_numpy(), np.arange(n_rows, n_rows + len(chunk)), targets)
         n_rows += len(chunk)
     return n_rows
 
@@ -188,7 +197,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                 output: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, labels=None, prompts=None,
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
                 skip_missing: bool = False, workers: int | None = None, class_column: str = "Class",
-                caption_column: str = "Caption", video_column: str = "Video ID",
+                caption_column: str = "Caption", video_column: str = "Video ID", frame_column: str = "Frame ID",
                 chunk_rows: int = CHUNK_ROWS, weights: Sequence[float] | None = None, tta: str = "none",
                 classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
     """Classify every image listed in `column` of `csv`; write one prediction per input row.
@@ -200,10 +209,18 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     over the labelled rows and written beside the output (`<output>_metrics.json`, ...).
     Several checkpoints are a score-level ensemble (`weights` weigh their probabilities; the
     output's probabilities are the ensemble's); `tta` (none, flip, crops) averages each frame's
-    logits over its views. Returns a summary: output, n_rows, n_predicted, n_skipped, skipped
-    (the first rows), seconds, images_per_s, metrics (None without labels) and metrics_files; with
-    `gallery_per_class`, `gallery`: up to that many misclassified frames per true class, for
-    the HTML report (`MisclassifiedGallery.to_dict`).
+    logits over its views.
+
+    With a `Video ID` column, `clip_<output name>` (clip_predictions.csv) gets one row per clip:
+    its id, true class (when labelled), the same prediction columns, `frames`, `frames_used` and,
+    for a clip model, `sampled_frames` (the Frame IDs of the K frames it read, ordered by the
+    `Frame ID` column, else by row). A clip model classifies each clip by its temporal head over
+    those K frames (and each row as a clip of that one frame); other models average the logits
+    of the clip's frames. The metrics then also hold the clip model's `clip_model_*` figures.
+    Returns a summary: output, n_rows, n_predicted, n_skipped, skipped (the first rows),
+    seconds, images_per_s, metrics (None without labels), metrics_files, clip_predictions
+    (None without clips) and n_clips; with `gallery_per_class`, `gallery`: up to that many
+    misclassified frames per true class, for the HTML report (`MisclassifiedGallery.to_dict`).
     """
     csv_path = Path(csv)
     check_inference_options(batch_size, topk, workers)
@@ -226,7 +243,9 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                                                tta=tta)
     load_seconds = time.perf_counter() - load_start
     truth = Truth(classifier, label_columns, str(csv_path))
-    n_rows = _scan(csv_path, path_column, truth, chunk_rows)
+    planner = ClipPlanner() if label_columns.video is not None else None
+    n_rows = _scan(csv_path, path_column, truth, chunk_rows, _find_column(header, frame_column), planner)
+    clips = ClipCollector(planner.plan(classifier.clip_frames), classifier) if planner is not None else None
     if n_rows == 0:
         raise DataError(f"{csv_path} has a header but no rows: nothing to predict")
     if clashes:
@@ -247,7 +266,10 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
             first_row += len(chunk)
             scored = score_images(classifier, chunk[path_column].to_numpy(), rows, roots, source=str(csv_path),
                                   column=path_column, transform=transform, batch_size=batch_size,
-                                  workers=workers, skip_missing=skip_missing, bar=bar)
+                                  workers=workers, skip_missing=skip_missing, bar=bar,
+                                  keep_features=clips.plan.wanted(rows[0] - 2, len(chunk)) if clips else None)
+            if clips is not None:
+                clips.add(rows[0] - 2, clips.plan.codes(chunk[label_columns.video].to_numpy()), scored)
             predictions = prediction_frame(scored.logits, scored.status, classifier, topk)
             out = pd.concat([chunk.drop(columns=clashes).reset_index(drop=True), predictions], axis=1)
             out.to_csv(handle, header=chunk_number == 0, index=False, float_format="%.6f", lineterminator="\n")
@@ -273,13 +295,20 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                "batch_size": batch_size,
                "workers": default_workers(classifier.device) if workers is None else workers,
                "image_roots": [str(r) for r in roots], "metrics": None, "metrics_files": None,
-               "label_column": label_columns.class_ or label_columns.caption, "n_unlabelled": n_unlabelled}
+               "label_column": label_columns.class_ or label_columns.caption, "n_unlabelled": n_unlabelled,
+               "clip_predictions": None, "n_clips": len(clips.plan.keys) if clips else 0}
+    if clips is not None:
+        summary["clip_predictions"] = str(clip_predictions_path(output))
+        with atomic_output(clip_predictions_path(output)) as handle:
+            clips.table(topk, label_columns.video, label_columns.any).to_csv(
+                handle, index=False, float_format="%.6f", lineterminator="\n")
     if kept_targets and sum(len(t) for t in kept_targets):
         paths = report_paths(output)
         summary["metrics"] = write_report(
             torch.cat(kept_logits), torch.from_numpy(np.concatenate(kept_targets)), classifier.class_names,
             paths, class_ids=classifier.class_ids,
             clip_ids=np.concatenate(kept_clips) if kept_clips else None,
+            clip_model=clips.model_metrics_input() if clips is not None else None,
             extra={"source": str(csv_path), "checkpoint": summary["checkpoint"], "n_unlabelled": n_unlabelled,
                    "n_skipped": n_skipped, "label_column": summary["label_column"]})
         summary["metrics_files"] = {k: str(v) for k, v in paths.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ class Scored:
     logits: torch.Tensor  # (n, C) float32; rows that were skipped hold NaN
     status: np.ndarray  # (n,) "ok" | "missing" | "unreadable"
     reasons: list[tuple[int, str, str]]  # (position, status, message) of each skipped row
+    features: dict[int, torch.Tensor] = field(default_factory=dict)  # a clip model's frame features, kept rows
 
     @property
     def ok(self) -> np.ndarray:
@@ -34,12 +35,14 @@ class Scored:
 def score_images(classifier: Classifier | Ensemble, paths: Sequence[str], rows: Sequence[int],
                  roots: Sequence[Path], *, source: str, column: str = "Path", transform=None,
                  batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, skip_missing: bool = False,
-                 bar=None) -> Scored:
+                 bar=None, keep_features: np.ndarray | None = None) -> Scored:
     """Classify `paths` (found under `roots`) in batches decoded by `workers` processes.
 
     A missing or unreadable image raises ImageError naming the file and its row of `source`,
     unless `skip_missing` (then its row gets status "missing"/"unreadable" and NaN logits). An
     `Ensemble`'s logits are the log of its members' weighted mean probabilities.
+    `keep_features` (a clip model's): a mask of the rows whose frame features (what its temporal
+    head pools) are kept in `Scored.features`, each frame encoded once for both.
     """
     if isinstance(classifier, Ensemble):
         return _score_ensemble(classifier, paths, rows, roots, source=source, column=column, batch_size=batch_size,
@@ -48,17 +51,25 @@ def score_images(classifier: Classifier | Ensemble, paths: Sequence[str], rows: 
     logits = torch.full((n, classifier.num_classes), float("nan"), dtype=torch.float32)
     status = np.full(n, OK, dtype=object)
     reasons: list[tuple[int, str, str]] = []
+    kept: dict[int, torch.Tensor] = {}
     for batch in iter_image_batches(paths, rows, roots, transform or classifier.transform(), device=classifier.device,
                                     source=source, column=column, extra_fields=classifier.extra_fields(paths, roots),
                                     batch_size=batch_size, workers=workers, skip_missing=skip_missing):
         for index, state, message in batch.bad:
             status[index] = state
             reasons.append((index, state, message))
-        if batch.images is not None:
+        if batch.images is None:
+            pass
+        elif keep_features is not None:
+            features = classifier.frame_features(batch.images, **batch.extras)
+            logits[batch.indices] = classifier.clip_logits(features[:, None])
+            keep = keep_features[batch.indices.numpy()]
+            kept.update(zip(batch.indices[keep].tolist(), features.cpu()[torch.from_numpy(keep)]))
+        else:
             logits[batch.indices] = classifier.logits(batch.images, **batch.extras)
         if bar is not None:
             bar.update(batch.size)
-    return Scored(logits=logits, status=status, reasons=reasons)
+    return Scored(logits=logits, status=status, reasons=reasons, features=kept)
 
 
 def _score_ensemble(ensemble: Ensemble, paths, rows, roots, *, bar=None, **options) -> Scored:

@@ -22,7 +22,10 @@ from clipmg.jobs.approaches import APPROACHES, ComparisonContext
 from clipmg.jobs.demo import DEMO_TRAIN
 from clipmg.utils import atomic_write_text, markdown_table
 
-METRIC_COLUMNS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "n_images")
+METRIC_COLUMNS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "clip_balanced_accuracy",
+                  "clip_majority_top1", "n_images")
+#: a clip model's own clip predictions; columns of the table when one of its rows has them
+CLIP_MODEL_COLUMNS = ("clip_model_top1", "clip_model_balanced_accuracy", "clip_model_macro_f1")
 MODES = ("quick", "demo")
 
 # Quick mode: seconds per approach on a tiny dataset (tests, a smoke check).
@@ -31,7 +34,8 @@ QUICK_SETTINGS = {"model": "openclip:clipmg-tiny", "epochs": 1, "max_steps_per_e
 # Demo mode: epochs per approach (the contrastive run gets the demo's). Large CNNs from scratch
 # are slow on a CPU; give them more with `--epochs linear-resnet50=20` where there is time.
 DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5,
-               "fine-tune": 5, "lora": 5, "layer-decay": 5}
+               "fine-tune": 5, "lora": 5, "layer-decay": 5, "clip-mean": 5, "clip-attention": 5,
+               "clip-transformer": 5}
 
 
 def mode_settings(mode: str) -> dict:
@@ -87,7 +91,7 @@ def evaluate_approach(ctx: ComparisonContext, name: str) -> dict:
                                   device=ctx.base_settings.get("device", "auto"),
                                   workers=ctx.base_settings.get("workers"), tta=result.tta)
     checkpoint = result.checkpoint if isinstance(result.checkpoint, Path) else " ".join(map(str, result.checkpoint))
-    return {"approach": name, **{key: metrics.get(key) for key in METRIC_COLUMNS},
+    return {"approach": name, **{key: metrics.get(key) for key in (*METRIC_COLUMNS, *CLIP_MODEL_COLUMNS)},
             "train_seconds": round(result.seconds, 1), "budget": result.budget,
             "checkpoint": str(checkpoint), "description": APPROACHES[name].description}
 
@@ -123,8 +127,10 @@ def compare_seeds(metadata: str | Path, labels: str | Path, split: str | Path | 
 
 
 def write_table(table: pd.DataFrame, out_dir: Path, split: Path, mode: str) -> None:
+    clip_model = [key for key in CLIP_MODEL_COLUMNS if table[key].notna().any()]
+    table = table.drop(columns=[key for key in CLIP_MODEL_COLUMNS if key not in clip_model])
     atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False, float_format="%.4f"))
-    shown = markdown_table(table, ["approach", *METRIC_COLUMNS, "train_seconds", "budget"], digits=3,
+    shown = markdown_table(table, ["approach", *METRIC_COLUMNS, *clip_model, "train_seconds", "budget"], digits=3,
                            verbatim=("train_seconds",))
     atomic_write_text(out_dir / "comparison.md", f"Validation frames of {split} (mode {mode}); every row "
                       f"evaluated by clipmg evaluate.\n\n{shown}\n")

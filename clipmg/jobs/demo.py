@@ -16,6 +16,18 @@ from clipmg.training import TrainConfig, train
 # model learns to generalise from is the number of clips (as in iMiGUE).
 DEMO_DATA = {"classes": 12, "clips": 900, "frames_per_clip": 2, "size": 64}
 QUICK_DATA = {"classes": 4, "clips": 24, "frames_per_clip": 2, "size": 64}
+# Clips of 8 frames for clip models (`clipmg compare --demo-data motion|static`): with motion,
+# classes 1-4 are movements only the order of the frames tells apart (clipmg.synthetic.motion).
+MOTION_DATA = {"classes": 12, "clips": 360, "frames_per_clip": 8, "size": 64, "motion": True}
+QUICK_MOTION_DATA = {"classes": 4, "clips": 12, "frames_per_clip": 8, "size": 64, "motion": True}
+DEMO_DATA_SETS = {"frames": (DEMO_DATA, QUICK_DATA), "motion": (MOTION_DATA, QUICK_MOTION_DATA),
+                  "static": ({**MOTION_DATA, "motion": False}, {**QUICK_MOTION_DATA, "motion": False})}
+
+
+def demo_data_settings(kind: str = "frames", quick: bool = False) -> dict:
+    """`make_demo_data` settings of a demo data set: "frames" (the demo's, many short clips),
+    "motion" (clips of 8 frames, classes 1-4 moving) or "static" (the same clips, all still)."""
+    return dict(DEMO_DATA_SETS[kind][1 if quick else 0])
 
 # What is about the demo's data only; everything else is `clipmg train`'s defaults.
 DEMO_TRAIN = {

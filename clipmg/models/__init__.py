@@ -1,5 +1,6 @@
 """Models by name: `create_model("openclip:clipmg-small")`, `create_model("hybrid", ...)`,
-`create_model("timm:resnet50", num_classes=32)`, wrapped with `head=`, `pose_fusion=`, `hand_crops=`.
+`create_model("timm:resnet50", num_classes=32)`, wrapped with `head=`, `pose_fusion=`, `hand_crops=`,
+`clip_frames=` (+ `temporal=`).
 
 Importing this package registers every backend and wrapper with `clipmg.models.registry`.
 """
@@ -18,9 +19,12 @@ from clipmg.models.registry import (
     list_models,
 )
 from clipmg.models.supervised import SupervisedModel
+from clipmg.models.temporal import TEMPORAL_HEADS, ClipModel
 
 __all__ = [
     "DEFAULT_MODEL",
+    "TEMPORAL_HEADS",
+    "ClipModel",
     "ContrastiveModel",
     "HandCropModel",
     "HybridModel",

@@ -1,13 +1,14 @@
 """Models by name. Backends and wrappers register themselves here; this module imports none of them.
 
 - A *backend* builds a model from a name (`openclip:<model>`, `hybrid`, `timm:<name>`, ...).
-- A *wrapper* changes a built model (pose fusion, a linear class head, hand crops).
+- A *wrapper* changes a built model (pose fusion, a linear class head, hand crops, a temporal head
+  over clips of frames).
 
 `create_model(name, head=..., pose_fusion=..., hand_crops=...)` is the one way to build a model:
 the trainer, checkpoints (`create_model_from_config`) and users all go through it, so a model
 named the same is built the same everywhere. Wrappers compose in one order: pose fusion (on the
 image embedding), then a linear head (over the fused embedding), then hand crops (around the
-whole scorer).
+whole scorer) or a clip model (a temporal head over the frames' embeddings, outermost).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def check_options(cls: type, options: dict) -> None:
 def create_model(name: str, pretrained: Any = None, *, head: str | None = None, num_classes: int | None = None,
                  head_dropout: float = 0.0, pose_fusion: str | None = None, hand_crops: bool = False,
                  hand_full_frame: bool = True, hand_margin: float | None = None,
-                 keypoint_cache: str | None = None, **options):
+                 keypoint_cache: str | None = None, clip_frames: int | None = None, temporal: str | None = None,
+                 **options):
     """Build a model by name, then wrap it as asked.
 
     `name`: `openclip:<model>` (`pretrained`: open_clip tag or weights file), `hybrid`
@@ -76,7 +78,8 @@ def create_model(name: str, pretrained: Any = None, *, head: str | None = None, 
     file). `options` go to the backend. `head`: None keeps the backend's own scoring,
     "contrastive" requires prompt scoring, "linear" puts a linear class head over the image
     embedding. `pose_fusion` ("concat"/"gated") fuses MediaPipe keypoints with the image
-    embedding; `hand_crops` scores the frame's hand crops (see `compose_model`).
+    embedding; `hand_crops` scores the frame's hand crops; `clip_frames` (K) with `temporal`
+    ("mean", "attention", "transformer") classifies clips of K frames (see `compose_model`).
     """
     cls = _backend_for(name)
     check_options(cls, options)
@@ -89,14 +92,21 @@ def create_model(name: str, pretrained: Any = None, *, head: str | None = None, 
     model = cls.create_named(name, pretrained=pretrained, **options)
     return compose_model(model, head=head, num_classes=num_classes, head_dropout=head_dropout,
                          pose_fusion=pose_fusion, hand_crops=hand_crops, hand_full_frame=hand_full_frame,
-                         hand_margin=hand_margin, keypoint_cache=keypoint_cache, source=name)
+                         hand_margin=hand_margin, keypoint_cache=keypoint_cache, clip_frames=clip_frames,
+                         temporal=temporal, source=name)
 
 
 def compose_model(model, *, head: str | None = None, num_classes: int | None = None, head_dropout: float = 0.0,
                   pose_fusion: str | None = None, hand_crops: bool = False, hand_full_frame: bool = True,
-                  hand_margin: float | None = None, keypoint_cache: str | None = None, source: str = "the model"):
+                  hand_margin: float | None = None, keypoint_cache: str | None = None,
+                  clip_frames: int | None = None, temporal: str | None = None, source: str = "the model"):
     """Wrap a built model (e.g. one loaded from a checkpoint to fine-tune) in pose fusion, a
-    linear head and hand crops, in that order. A wrapper the model already has is kept."""
+    linear head and hand crops, in that order, then with `clip_frames` in a clip model (temporal
+    head `temporal`, default "mean"). A wrapper the model already has is kept: a clip model's
+    temporal head stays outermost, around its inner model wrapped as asked."""
+    clip = None
+    if getattr(model, "backend", None) == "clip":
+        clip, model = model, model.inner
     if head not in (None, *HEADS):
         raise ModelError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if pose_fusion not in (None, *POSE_FUSIONS):
@@ -110,6 +120,10 @@ def compose_model(model, *, head: str | None = None, num_classes: int | None = N
     if hand_crops:
         model = BACKENDS["hand_crops"].wrap(model, include_full_frame=hand_full_frame, margin=hand_margin,
                                             keypoint_cache=keypoint_cache)
+    if clip is not None:
+        return clip.around(model, clip_frames, temporal)
+    if clip_frames:
+        model = BACKENDS["clip"](model, clip_frames=clip_frames, temporal=temporal or "mean")
     return model
 
 

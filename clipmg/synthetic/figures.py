@@ -89,8 +89,10 @@ def _contrasting(palette, avoid, rng) -> tuple[int, int, int]:
     return colour
 
 
-def clip_look(class_id: int, rng, canvas: int) -> ClipLook:
-    pose = _perturbed_pose(POSES[class_id], rng)
+def clip_look(class_id: int, rng, canvas: int, pose: Pose | None = None) -> ClipLook:
+    """A clip's look for class `class_id`'s pose (or `pose`): the draws from `rng` are the same
+    whatever the pose, so two poses drawn from one rng state differ only in the pose."""
+    pose = _perturbed_pose(POSES[class_id] if pose is None else pose, rng)
     scale = rng.uniform(1.3, 1.45)
     centre = (rng.uniform(0.46, 0.54), rng.uniform(0.37, 0.40))
     table_y = centre[1] + (0.315 + rng.uniform(-0.01, 0.02)) * scale
@@ -157,7 +159,7 @@ def _rotate(point, pivot, degrees):
     )
 
 
-def _body_points(look: ClipLook, rng) -> dict:
+def body_points(look: ClipLook, rng) -> dict:
     """Landmarks of one frame, in image fractions."""
     pose, s = look.pose, look.scale
     cx = look.centre[0] + rng.normal(0, 0.004)
@@ -191,10 +193,11 @@ def _body_points(look: ClipLook, rng) -> dict:
     return points
 
 
-def draw_frame(look: ClipLook, rng, canvas: int) -> Image.Image:
+def draw_frame(look: ClipLook, rng, canvas: int, points: dict | None = None) -> Image.Image:
+    """One frame of the clip; `points` (from `body_points`) places the body, else drawn here."""
     image = look.backdrop.copy()
     draw = ImageDraw.Draw(image)
-    pts = _body_points(look, rng)
+    pts = body_points(look, rng) if points is None else points
     px = {name: (x * canvas, y * canvas) for name, (x, y) in pts.items()}
     unit = look.scale * canvas
     for side in ("right", "left"):

@@ -8,7 +8,8 @@
 
 Frames are drawn by `clipmg.synthetic.figures`. Frames of a clip are near-duplicates, as in the
 real data, so a random frame split leaks. Clip counts per class are Zipf-like (at least 2 clips
-per class). Everything is deterministic given the seed.
+per class). Everything is deterministic given the seed. With `motion=True`, classes 1-4 are
+movements whose single frames do not tell them apart (`clipmg.synthetic.motion`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 
 from clipmg.errors import DataError
 from clipmg.synthetic.figures import SUPERSAMPLE, clip_look, draw_frame, finish_frame
+from clipmg.synthetic.motion import MIN_MOTION_FRAMES, MOTIONS, motion_frames
 from clipmg.synthetic.poses import IMIGUE_RAW_CLASS_NAMES
 from clipmg.utils import atomic_path, progress
 
@@ -41,13 +43,21 @@ class ClipJob:
     frames: int
 
 
-def _render_clip(job: ClipJob, image_root: str, size: int, seed: int, image_format: str) -> int:
+def _still_frames(class_id: int, frames: int, rng, canvas: int):
+    look = clip_look(class_id, rng, canvas)
+    for _ in range(frames):
+        yield draw_frame(look, rng, canvas)
+
+
+def _render_clip(job: ClipJob, image_root: str, size: int, seed: int, image_format: str,
+                 motion: bool = False) -> int:
     rng = np.random.default_rng([seed, job.clip_id])
     canvas = size * SUPERSAMPLE
-    look = clip_look(job.class_id, rng, canvas)
+    drawn = (motion_frames if motion and job.class_id in MOTIONS else _still_frames)(job.class_id, job.frames,
+                                                                                      rng, canvas)
     folder = os.path.join(image_root, str(job.class_id))
-    for frame in range(job.frames):
-        pixels = finish_frame(draw_frame(look, rng, canvas), rng, size)
+    for frame, image in enumerate(drawn):
+        pixels = finish_frame(image, rng, size)
         path = os.path.join(folder, f"{job.clip_id}.{frame}.{image_format}")
         if image_format == "jpg":
             Image.fromarray(pixels).save(path, quality=90)
@@ -81,14 +91,18 @@ def make_demo_data(
     seed: int = 0,
     image_format: str = "jpg",
     workers: int | None = None,
+    motion: bool = False,
 ) -> dict:
     """Write a demo dataset in the iMiGUE layout under `out`; returns what was written.
 
     Classes are the first `classes` iMiGUE classes (ids 1..K). Clip ids start at 1000 and
-    are unique; frame ids are 0..frames_per_clip-1. Large sets are drawn by `workers`
-    processes (default: all cores); the output does not depend on their number.
+    are unique; frame ids are 0..frames_per_clip-1, in time order. Large sets are drawn by
+    `workers` processes (default: all cores); the output does not depend on their number.
+    `motion=True` (at least 4 classes and 8 frames per clip) makes classes 1-4 movements that
+    only the order of a clip's frames tells apart (`clipmg.synthetic.motion.MOTIONS`); without
+    it every class is a still pose, and the output is the same as it always was.
     """
-    _check_demo_arguments(classes, clips, frames_per_clip, size, image_format)
+    _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion)
     start = time.perf_counter()
     out = Path(out)
     image_root = out / "training"
@@ -96,7 +110,7 @@ def make_demo_data(
     jobs = _plan_clips(classes, clips, frames_per_clip, rng)
     for class_id in range(1, classes + 1):
         (image_root / str(class_id)).mkdir(parents=True, exist_ok=True)
-    workers = _render_all(jobs, image_root, size, seed, image_format, workers)
+    workers = _render_all(jobs, image_root, size, seed, image_format, workers, motion)
     labels_path = _write_labels(out, classes)
     metadata_path = _write_metadata(image_root, jobs, image_format)
     seconds = time.perf_counter() - start
@@ -114,6 +128,7 @@ def make_demo_data(
         "image_size": size,
         "image_format": image_format,
         "seed": seed,
+        "motion": {c: m.description for c, m in MOTIONS.items() if c <= classes} if motion else {},
         "class_clips": {int(c): int((class_ids == c).sum()) for c in range(1, classes + 1)},
         "class_frames": {
             int(c): int(sum(j.frames for j in jobs if j.class_id == c))
@@ -125,7 +140,7 @@ def make_demo_data(
     }
 
 
-def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format) -> None:
+def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion=False) -> None:
     if not 1 <= classes <= len(IMIGUE_RAW_CLASS_NAMES):
         raise DataError(
             f"demo data: classes must be 1..{len(IMIGUE_RAW_CLASS_NAMES)}, got {classes}"
@@ -140,6 +155,9 @@ def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format) -
         raise DataError(f"demo data: size must be at least 32 pixels, got {size}")
     if image_format not in ("jpg", "png"):
         raise DataError(f"demo data: image_format must be 'jpg' or 'png', got {image_format!r}")
+    if motion and (classes < len(MOTIONS) or frames_per_clip < MIN_MOTION_FRAMES):
+        raise DataError(f"demo data: motion needs at least {len(MOTIONS)} classes and {MIN_MOTION_FRAMES} "
+                        f"frames per clip, got {classes} classes and frames_per_clip={frames_per_clip}")
 
 
 def _plan_clips(classes: int, clips: int, frames_per_clip: int, rng) -> list[ClipJob]:
@@ -150,12 +168,12 @@ def _plan_clips(classes: int, clips: int, frames_per_clip: int, rng) -> list[Cli
     return sorted(jobs, key=lambda job: (job.class_id, job.clip_id))
 
 
-def _render_all(jobs, image_root: Path, size, seed, image_format, workers) -> int:
+def _render_all(jobs, image_root: Path, size, seed, image_format, workers, motion=False) -> int:
     frames = sum(job.frames for job in jobs)
     workers = workers or os.cpu_count() or 1
     if frames < PARALLEL_FROM_FRAMES:
         workers = 1
-    tasks = [(job, str(image_root), size, seed, image_format) for job in jobs]
+    tasks = [(job, str(image_root), size, seed, image_format, motion) for job in jobs]
     bar = progress(total=frames, desc="drawing demo frames", unit="frame")
     if workers == 1:
         for task in tasks:

@@ -31,6 +31,7 @@ CHOICES = {
     "class_weighting": ("none", "inverse", "sqrt"),
     "pose_fusion": ("none", "concat", "gated"),
     "tta": TTA_MODES,
+    "temporal": ("mean", "attention", "transformer"),
 }
 
 
@@ -87,6 +88,12 @@ class TrainConfig:
         "help": "classify frames by their MediaPipe hand crops (max probability over crops)"})
     hand_margin: float = field(default=0.3, metadata={"help": "hand box margin, times the box side"})
     hand_full_frame: bool = field(default=True, metadata={"help": "hand crops: also score the full frame"})
+    # clips (clipmg.models.temporal): K frames of a clip (Video ID, in Frame ID order) at a time
+    clip_frames: int | None = field(default=None, metadata={
+        "help": "classify clips of K frames with a temporal head over the frame embeddings (training batches "
+                "clips; test.py then writes clip_predictions.csv)"})
+    temporal: str = field(default="mean", metadata={
+        "help": "clip model head: mean (pooling), attention (pooling), transformer (sees the frame order)"})
     # text side
     prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
     text_source: str = "caption"
@@ -164,6 +171,13 @@ class TrainConfig:
             raise DataError("config: init_head=zeroshot needs head=linear and init_from=<contrastive checkpoint>")
         if self.pose_fusion != "none" and self.hand_crops:
             raise DataError("config: pose_fusion and hand_crops are separate approaches; choose one")
+        if self.clip_frames is not None and self.clip_frames < 1:
+            raise DataError(f"config: clip_frames must be at least 1, got {self.clip_frames}")
+        if self.temporal != "mean" and not self.clip_frames:
+            raise DataError(f"config: temporal={self.temporal!r} is the head of a clip model: give clip_frames "
+                            "(--clip-frames K) too")
+        if self.clip_frames and self.hand_crops:
+            raise DataError("config: hand_crops and clip_frames are separate approaches; choose one")
         if self.hand_margin < 0:
             raise DataError(f"config: hand_margin must be at least 0, got {self.hand_margin}")
         if not 0 < self.val_fraction < 1:
@@ -185,11 +199,12 @@ class TrainConfig:
         return self
 
     def wrapper_options(self, num_classes: int) -> dict:
-        """`clipmg.models.compose_model` options: head, pose fusion, hand crops."""
+        """`clipmg.models.compose_model` options: head, pose fusion, hand crops, clip model."""
         return {"head": self.head, "num_classes": num_classes, "head_dropout": self.head_dropout,
                 "pose_fusion": self.pose_fusion, "hand_crops": self.hand_crops,
                 "hand_full_frame": self.hand_full_frame, "hand_margin": self.hand_margin,
-                "keypoint_cache": self.keypoints}
+                "keypoint_cache": self.keypoints, "clip_frames": self.clip_frames,
+                "temporal": self.temporal if self.clip_frames else None}
 
     def model_options(self, num_classes: int) -> dict:
         """`clipmg.models.create_model(self.model, **options)`: the backend's settings, then the

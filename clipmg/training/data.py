@@ -1,5 +1,6 @@
 """A run's frames: the label file, the metadata split into training and validation frames (by
-clip unless told otherwise, its leakage reported), the image folder, and their datasets."""
+clip unless told otherwise, its leakage reported), the image folder, and their datasets: frames,
+or for a clip model (`clip_frames`) clips of K frames."""
 
 from __future__ import annotations
 
@@ -85,6 +86,24 @@ def default_train_workers(device: torch.device) -> int:
     a core from the model, so none below 8 cores (measured in docs/recipes.md)."""
     cores = os.cpu_count() or 1
     return min(4, cores) if device.type == "cuda" else min(4, cores // CPU_CORES_PER_WORKER)
+
+
+def run_items(frames: pd.DataFrame, clip_frames: int | None) -> pd.DataFrame:
+    """What a run trains on and validates, one row each: the frames, or with `clip_frames` the
+    clips (`clipmg.data.clip_table`: their first frame's columns, class and caption)."""
+    return cdata.clip_table(frames) if clip_frames else frames
+
+
+def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool):
+    """`frame_dataset`, or for a clip model (its `clip_frames`) a `ClipDataset` of the same frames
+    and augmentation, one draw per clip; items are in `run_items` order."""
+    clip_frames = getattr(model, "clip_frames", None)
+    frame_items = frame_dataset(data, frames, model, cfg, train)
+    if not clip_frames:
+        return frame_items
+    return cdata.ClipDataset(frames, data.image_root, frame_items.transform, clip_frames, train=train,
+                             skip_bad_images=cfg.skip_bad_images, class_index=data.index_of,
+                             extra_fields=frame_items.extra_fields, hflip=frame_items.hflip)
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

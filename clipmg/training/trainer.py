@@ -34,7 +34,13 @@ from clipmg.models import model_extras
 from clipmg.prompts import load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
-from clipmg.training.data import default_train_workers, frame_dataset, load_run_data, loader_options
+from clipmg.training.data import (
+    default_train_workers,
+    load_run_data,
+    loader_options,
+    run_dataset,
+    run_items,
+)
 from clipmg.training.ema import create_ema, update_ema
 from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
 from clipmg.training.model import build_model
@@ -64,8 +70,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
-        self.train_targets = self._targets(self.train_df)
-        self.val_targets = self._targets(self.val_df)
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
         self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
@@ -75,8 +79,12 @@ class Trainer:
             logger.info("learning rates: %s", self.learning_rates.describe())
         self.ema = create_ema(self.model, cfg.ema_decay)
         self.preprocess = dict(self.model.preprocess_config)
-        self.texts = TrainingTexts.build(self.train_df, self.train_targets, self.data.class_ids, self.data.class_names,
-                                         self.prompt_set, cfg.text_source, cfg.contrast)
+        # a clip model trains on and validates clips (`clip_frames` frames each), other models frames
+        clip_frames = getattr(self.model, "clip_frames", None)
+        self.train_items, self.val_items = run_items(self.train_df, clip_frames), run_items(self.val_df, clip_frames)
+        self.train_targets, self.val_targets = self._targets(self.train_items), self._targets(self.val_items)
+        self.texts = TrainingTexts.build(self.train_items, self.train_targets, self.data.class_ids,
+                                         self.data.class_names, self.prompt_set, cfg.text_source, cfg.contrast)
         self.train_loader, self.train_sampler = self._train_loader()
         self.val_loader = self._val_loader()
         self.optimizer = build_optimizer(self.model, cfg)
@@ -120,7 +128,7 @@ class Trainer:
         if cfg.balanced_sampler != "none":
             weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.balanced_sampler),
                                       dtype=torch.float32)
-        self.train_dataset = EpochSeededDataset(frame_dataset(self.data, self.train_df, self.model, cfg, train=True),
+        self.train_dataset = EpochSeededDataset(run_dataset(self.data, self.train_df, self.model, cfg, train=True),
                                                 cfg.seed)
         sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, cfg.batch_size, weights)
         loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
@@ -128,7 +136,7 @@ class Trainer:
         return loader, sampler
 
     def _val_loader(self):
-        return DataLoader(frame_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
+        return DataLoader(run_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
                           batch_size=self.cfg.batch_size * 2, shuffle=False,
                           **loader_options(self.workers, self.device))
 
@@ -293,7 +301,7 @@ class Trainer:
         return metrics
 
     def _validate(self, model) -> tuple[dict, tuple]:
-        return validate_model(model, self.val_loader, self.val_df, self.val_targets, self.data, self.prompt_set,
+        return validate_model(model, self.val_loader, self.val_items, self.val_targets, self.data, self.prompt_set,
                               self.device, self._autocast, self.cfg.tta)
 
     # ------------------------------------------------------------------- loop

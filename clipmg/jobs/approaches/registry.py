@@ -39,17 +39,19 @@ class Approach:
     name: str
     run: Callable[[ComparisonContext], ApproachResult]
     description: str = ""
+    default: bool = True  # among the approaches `clipmg compare` runs when none are named
 
 
 APPROACHES: dict[str, Approach] = {}
 
 
-def register_approach(name: str, run: Callable | None = None, *, description: str = ""):
+def register_approach(name: str, run: Callable | None = None, *, description: str = "", default: bool = True):
     """Register `run(ctx) -> ApproachResult` as approach `name` (replacing one of that name); also
-    usable as a decorator `@register_approach(name, description=...)`."""
+    usable as a decorator `@register_approach(name, description=...)`. `default=False` leaves it
+    out of the approaches `clipmg compare` runs when none are named."""
 
     def register(fn: Callable) -> Callable:
-        APPROACHES[name] = Approach(name, fn, description)
+        APPROACHES[name] = Approach(name, fn, description, default)
         return fn
 
     return register(run) if run is not None else register

@@ -19,7 +19,7 @@ from clipmg.jobs.approaches.registry import ApproachResult, ComparisonContext, r
 from clipmg.jobs.wise import wise_checkpoint
 
 EMA_DECAY = 0.99  # an average over about the last 100 steps: a demo run takes a few hundred
-FINE_TUNE = {"lr_image": 2e-4, "lr_text": 1e-4, "lr_heads": 1e-3, "warmup_steps": 10}
+FINE_TUNE: dict = {}  # the recipe's: --init-from fine-tuning rates, warm-up 5% of the run
 # Adapters start at zero and carry the whole update: they take the heads' rate.
 LORA = {"lora_rank": 8, "lora_targets": "linear,attention,conv", "lr_image": 1e-3, "lr_text": 1e-3}
 LAYER_DECAY = 0.75  # timm's CLIP fine-tuning recipes
@@ -27,7 +27,7 @@ WISE_ALPHA = 0.5
 ENSEMBLE_SEEDS = 3
 
 
-@register_approach("ema", description=f"contrastive model with EMA weights (decay {EMA_DECAY}), the better of "
+@register_approach("ema", default=False, description=f"contrastive model with EMA weights (decay {EMA_DECAY}), the better of "
                                       "EMA and raw weights kept each epoch")
 def ema(ctx: ComparisonContext) -> ApproachResult:
     return ctx.train("ema", ema_decay=EMA_DECAY)
@@ -41,13 +41,13 @@ def _tta(mode: str):
     return run
 
 
-register_approach("tta-flip", _tta("flip"), description="the contrastive checkpoint, each frame scored as the mean "
+register_approach("tta-flip", _tta("flip"), default=False, description="the contrastive checkpoint, each frame scored as the mean "
                                                         "logits of it and its mirror image")
-register_approach("tta-crops", _tta("crops"), description="the contrastive checkpoint, each frame scored as the mean "
+register_approach("tta-crops", _tta("crops"), default=False, description="the contrastive checkpoint, each frame scored as the mean "
                                                           "logits of it and five 87.5% crops")
 
 
-@register_approach("ensemble-3-seeds", description=f"{ENSEMBLE_SEEDS} contrastive runs (seeds s, s+1, s+2) with "
+@register_approach("ensemble-3-seeds", default=False, description=f"{ENSEMBLE_SEEDS} contrastive runs (seeds s, s+1, s+2) with "
                                                    "their class probabilities averaged")
 def ensemble(ctx: ComparisonContext) -> ApproachResult:
     seed = int(ctx.base_settings.get("seed", 42))
@@ -64,16 +64,16 @@ def _fine_tune(name: str, **overrides):
     return run
 
 
-register_approach("fine-tune", _fine_tune("fine-tune"),
+register_approach("fine-tune", _fine_tune("fine-tune"), default=False,
                   description="the contrastive checkpoint fine-tuned further (reference for lora, layer-decay, wise)")
-register_approach("lora", _fine_tune("lora", **LORA),
+register_approach("lora", _fine_tune("lora", **LORA), default=False,
                   description=f"the contrastive checkpoint fine-tuned with rank-{LORA['lora_rank']} LoRA adapters "
                               "on both towers, merged into the checkpoint")
-register_approach("layer-decay", _fine_tune("layer-decay", layer_decay=LAYER_DECAY),
+register_approach("layer-decay", _fine_tune("layer-decay", layer_decay=LAYER_DECAY), default=False,
                   description=f"the contrastive checkpoint fine-tuned with layer-wise lr decay {LAYER_DECAY}")
 
 
-@register_approach("wise", description=f"WiSE-FT: weights (1 - {WISE_ALPHA}) * contrastive + {WISE_ALPHA} * fine-tune")
+@register_approach("wise", default=False, description=f"WiSE-FT: weights (1 - {WISE_ALPHA}) * contrastive + {WISE_ALPHA} * fine-tune")
 def wise(ctx: ComparisonContext) -> ApproachResult:
     start, tuned = ctx.run("contrastive").checkpoint, ctx.run("fine-tune").checkpoint
     folder = wise_checkpoint(start, tuned, WISE_ALPHA, ctx.out_dir / "wise" / "checkpoint")

@@ -1,0 +1,88 @@
+"""Training clip models (`--clip-frames K --temporal ...`): the trainer batches clips, learns, resumes
+exactly, records K and the head in the checkpoint, and its validation is what evaluate reports
+for the clip model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clipmg.errors import DataError
+from clipmg.inference import evaluate_checkpoint
+from clipmg.training import TrainConfig, Trainer, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def clip_settings(settings: dict, **overrides) -> dict:
+    return {**settings, "clip_frames": 3, "temporal": "transformer", "batch_size": 4, **overrides}
+
+
+def make_trainer(settings: dict) -> Trainer:
+    trainer = Trainer(TrainConfig(**settings).validate())
+    trainer.setup()
+    return trainer
+
+
+@pytest.mark.parametrize("temporal,head", [("transformer", "contrastive"), ("attention", "linear")])
+def test_the_trainer_batches_clips_and_learns(tiny_train_settings, fit_one_batch, temporal, head):
+    trainer = make_trainer(clip_settings(tiny_train_settings, temporal=temporal, head=head, scheduler="none"))
+    assert len(trainer.train_dataset) == trainer.train_items["video_id"].nunique() == len(trainer.train_items)
+    batch = next(iter(trainer.train_loader))
+    assert batch["image"].shape == (4, 3, 3, 64, 64) and batch["frames"].shape == (4, 3)
+    losses = fit_one_batch(trainer, 15)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_of_a_clip_run_is_exact(tiny_train_settings, tmp_path, assert_same_weights):
+    from test_train import Interrupt, interrupt_after
+
+    settings = clip_settings(tiny_train_settings, epochs=2, save_every_steps=1)
+    reference = train(TrainConfig(**{**settings, "output": str(tmp_path / "reference")}).validate())
+    stopped = make_trainer({**settings, "output": str(tmp_path / "stopped")})
+    interrupt_after(stopped, stopped.steps_per_epoch + 1)  # dies inside the second epoch
+    stopped.setup = lambda: None
+    with pytest.raises(Interrupt):
+        stopped.fit()
+    resumed = train(TrainConfig(**{**settings, "output": str(tmp_path / "stopped")}).validate(),
+                    resume=tmp_path / "stopped")
+    assert resumed["best"] == pytest.approx(reference["best"], abs=1e-6)
+    assert_same_weights(tmp_path / "reference" / "last", tmp_path / "stopped" / "last")
+
+
+def test_the_checkpoint_records_k_and_the_validation_is_evaluates(tiny_train_settings, tmp_path):
+    summary = train(TrainConfig(**clip_settings(tiny_train_settings, epochs=1)).validate())
+    run = tmp_path / "run"
+    model = json.loads((run / "best" / "config.json").read_text())["model"]
+    assert (model["backend"], model["clip_frames"], model["temporal"]) == ("clip", 3, "transformer")
+    metrics = evaluate_checkpoint(run / "best", run / "split.csv", split=run / "split.csv", workers=0,
+                                  out_dir=tmp_path / "eval")
+    assert metrics["clip_model_n_clips"] == summary["best"]["n_images"]  # validation scores clips
+    assert metrics["clip_model_top1"] == pytest.approx(summary["best"]["top1"], abs=1e-6)
+    assert metrics["clip_model_top5"] == pytest.approx(summary["best"]["top5"], abs=1e-6)
+
+
+def test_a_frame_checkpoint_fine_tunes_into_a_clip_model(tiny_train_settings, tmp_path):
+    train(TrainConfig(**{**tiny_train_settings, "epochs": 1}).validate())
+    trainer = make_trainer(clip_settings(tiny_train_settings, temporal="mean", init_from=str(tmp_path / "run" / "best"),
+                                         output=str(tmp_path / "clips")))
+    from clipmg.checkpoint import load_checkpoint
+
+    frame_model, _ = load_checkpoint(tmp_path / "run" / "best")
+    batch = next(iter(trainer.val_loader))
+    with torch.no_grad():
+        clips = trainer.model.eval().encode_image(batch["image"], normalize=False)
+        frames = frame_model.encode_image(batch["image"].flatten(0, 1)).unflatten(0, batch["image"].shape[:2])
+    torch.testing.assert_close(clips, frames.mean(dim=1))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"temporal": "transformer"}, "give clip_frames"),
+    ({"clip_frames": 0}, "at least 1"),
+    ({"clip_frames": 4, "hand_crops": True}, "choose one"),
+])
+def test_clip_settings_are_checked_before_training(tiny_train_settings, overrides, message):
+    with pytest.raises(DataError, match=message):
+        TrainConfig(**{**tiny_train_settings, **overrides}).validate()
