@@ -123,6 +123,7 @@ def test_init_from_fine_tunes_with_fresh_optimizer(tiny_train_settings, tmp_path
 FIRST_STEP_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from clipmg.training import TrainConfig, Trainer
+    from clipmg.training.distributed import cleanup
     settings = json.loads(sys.argv[1])
     trainer = Trainer(TrainConfig(**settings).validate())
     trainer.setup()
@@ -131,6 +132,10 @@ FIRST_STEP_SCRIPT = textwrap.dedent("""
     loss = trainer.train_step(batch, torch.Generator().manual_seed(0))
     if trainer.env.is_main:
         print("LOSS", repr(loss.item()))
+    # Leaving with the gloo group alive let its threads be torn down mid-flight at exit: CI saw
+    # a rank abort ("terminate called without an active exception") after the step had passed.
+    torch.distributed.barrier() if trainer.env.enabled else None
+    cleanup(trainer.env)
 """)
 
 
