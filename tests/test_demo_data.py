@@ -185,3 +185,35 @@ def test_paired_movements_show_the_same_poses_in_another_order():
 def test_motion_needs_four_classes_and_eight_frames(tmp_path, kwargs):
     with pytest.raises(DataError, match="motion needs"):
         make_demo_data(tmp_path, motion=True, **kwargs)
+
+
+# ------------------------------------------------------------------------------ people
+def test_subjects_share_out_the_clips_and_a_subject_split_keeps_people_apart(tmp_path):
+    info = make_demo_data(tmp_path, seed=0, subjects=3, **{**SMALL, "clips": 12})
+    assert info["subjects"] == 3
+    df = read_metadata(tmp_path / "training" / "train.xlsx", tmp_path / "Clip_label.csv")
+    assert sorted(df["Subject"].astype(int).unique()) == [1, 2, 3]
+    assert (df.groupby("video_id")["Subject"].nunique() == 1).all()
+    split = split_dataset(df, by="subject", subject_column="Subject", val_fraction=0.34)
+    train_people = set(df["Subject"].iloc[split.train_index])
+    assert train_people and not train_people & set(df["Subject"].iloc[split.val_index])
+
+
+def test_one_person_keeps_one_look_across_classes_and_clips():
+    from clipmg.synthetic.figures import clip_look
+    from clipmg.synthetic.generate import person_seed
+
+    def look(class_id, clip, person):
+        return clip_look(class_id, np.random.default_rng([0, clip]), 64, person_seed=person_seed(0, person))
+
+    first, second, other = look(1, 1000, person=1), look(5, 1001, person=1), look(1, 1000, person=2)
+    assert (first.skin, first.shirt, first.hair, first.table_y) == (second.skin, second.shirt, second.hair,
+                                                                    second.table_y)
+    assert np.array_equal(np.asarray(first.backdrop), np.asarray(second.backdrop))
+    assert first.pose != second.pose
+    assert (first.skin, first.shirt) != (other.skin, other.shirt)
+
+
+def test_subjects_must_be_between_one_and_the_clips(tmp_path):
+    with pytest.raises(DataError, match="subjects"):
+        make_demo_data(tmp_path, subjects=0, **SMALL)

@@ -39,7 +39,7 @@ def split(args) -> int:
 
 def make_demo(args) -> int:
     info = make_demo_data(args.out, classes=args.classes, clips=args.clips, frames_per_clip=args.frames_per_clip,
-                          size=args.size, seed=args.seed, motion=args.motion)
+                          size=args.size, seed=args.seed, motion=args.motion, subjects=args.subjects)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -71,4 +71,7 @@ def register(sub) -> None:
     p.add_argument("--motion", action="store_true",
                    help="classes 1-4 move (up/down, once/three times): only the order of a clip's frames tells "
                         "them apart (needs --frames-per-clip 8 or more)")
+    p.add_argument("--subjects", type=int,
+                   help="share the clips among N people, one look each, in a Subject column "
+                        "(for a split by subject: --by subject --subject-column Subject)")
     p.set_defaults(func=make_demo)

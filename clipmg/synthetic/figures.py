@@ -89,10 +89,13 @@ def _contrasting(palette, avoid, rng) -> tuple[int, int, int]:
     return colour
 
 
-def clip_look(class_id: int, rng, canvas: int, pose: Pose | None = None) -> ClipLook:
+def clip_look(class_id: int, rng, canvas: int, pose: Pose | None = None, person_seed=None) -> ClipLook:
     """A clip's look for class `class_id`'s pose (or `pose`): the draws from `rng` are the same
-    whatever the pose, so two poses drawn from one rng state differ only in the pose."""
+    whatever the pose, so two poses drawn from one rng state differ only in the pose. With
+    `person_seed` (a seed for numpy's generator, one per person), everything but the pose is drawn
+    from it, so one person's clips share their framing, colours and room."""
     pose = _perturbed_pose(POSES[class_id] if pose is None else pose, rng)
+    rng = rng if person_seed is None else np.random.default_rng(person_seed)
     scale = rng.uniform(1.3, 1.45)
     centre = (rng.uniform(0.46, 0.54), rng.uniform(0.37, 0.40))
     table_y = centre[1] + (0.315 + rng.uniform(-0.01, 0.02)) * scale

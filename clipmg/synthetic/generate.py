@@ -9,7 +9,10 @@
 Frames are drawn by `clipmg.synthetic.figures`. Frames of a clip are near-duplicates, as in the
 real data, so a random frame split leaks. Clip counts per class are Zipf-like (at least 2 clips
 per class). Everything is deterministic given the seed. With `motion=True`, classes 1-4 are
-movements whose single frames do not tell them apart (`clipmg.synthetic.motion`).
+movements whose single frames do not tell them apart (`clipmg.synthetic.motion`). With
+`subjects=N`, the clips are shared out among N people, each with one look (framing, skin,
+clothes, room) across all their clips, and the metadata gets a `Subject` column, so a subject
+split tests on people never seen in training.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ PARALLEL_FROM_FRAMES = 2000
 # Clip counts per class fall off as 1/rank**ZIPF_EXPONENT: clearly imbalanced (about 4x
 # between the largest and smallest of 12 classes) but every class stays learnable.
 ZIPF_EXPONENT = 0.6
+SUBJECT_STREAM = 7  # seeds the people's looks apart from the clips' own draws
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,15 @@ class ClipJob:
     class_id: int
     clip_id: int
     frames: int
+    subject: int | None = None
 
 
-def _still_frames(class_id: int, frames: int, rng, canvas: int):
-    look = clip_look(class_id, rng, canvas)
+def person_seed(seed: int, subject: int | None) -> list[int] | None:
+    return None if subject is None else [seed, SUBJECT_STREAM, subject]
+
+
+def _still_frames(class_id: int, frames: int, rng, canvas: int, person_seed=None):
+    look = clip_look(class_id, rng, canvas, person_seed=person_seed)
     for _ in range(frames):
         yield draw_frame(look, rng, canvas)
 
@@ -53,8 +62,8 @@ def _render_clip(job: ClipJob, image_root: str, size: int, seed: int, image_form
                  motion: bool = False) -> int:
     rng = np.random.default_rng([seed, job.clip_id])
     canvas = size * SUPERSAMPLE
-    drawn = (motion_frames if motion and job.class_id in MOTIONS else _still_frames)(job.class_id, job.frames,
-                                                                                      rng, canvas)
+    frames = motion_frames if motion and job.class_id in MOTIONS else _still_frames
+    drawn = frames(job.class_id, job.frames, rng, canvas, person_seed=person_seed(seed, job.subject))
     folder = os.path.join(image_root, str(job.class_id))
     for frame, image in enumerate(drawn):
         pixels = finish_frame(image, rng, size)
@@ -92,6 +101,7 @@ def make_demo_data(
     image_format: str = "jpg",
     workers: int | None = None,
     motion: bool = False,
+    subjects: int | None = None,
 ) -> dict:
     """Write a demo dataset in the iMiGUE layout under `out`; returns what was written.
 
@@ -100,14 +110,15 @@ def make_demo_data(
     `workers` processes (default: all cores); the output does not depend on their number.
     `motion=True` (at least 4 classes and 8 frames per clip) makes classes 1-4 movements that
     only the order of a clip's frames tells apart (`clipmg.synthetic.motion.MOTIONS`); without
-    it every class is a still pose, and the output is the same as it always was.
+    it every class is a still pose, and the output is the same as it always was. `subjects=N`
+    shares the clips out among N people with one look each (a `Subject` column, 1..N).
     """
-    _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion)
+    _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion, subjects)
     start = time.perf_counter()
     out = Path(out)
     image_root = out / "training"
     rng = np.random.default_rng(seed)
-    jobs = _plan_clips(classes, clips, frames_per_clip, rng)
+    jobs = _plan_clips(classes, clips, frames_per_clip, rng, subjects, seed)
     for class_id in range(1, classes + 1):
         (image_root / str(class_id)).mkdir(parents=True, exist_ok=True)
     workers = _render_all(jobs, image_root, size, seed, image_format, workers, motion)
@@ -129,6 +140,7 @@ def make_demo_data(
         "image_format": image_format,
         "seed": seed,
         "motion": {c: m.description for c, m in MOTIONS.items() if c <= classes} if motion else {},
+        "subjects": subjects,
         "class_clips": {int(c): int((class_ids == c).sum()) for c in range(1, classes + 1)},
         "class_frames": {
             int(c): int(sum(j.frames for j in jobs if j.class_id == c))
@@ -140,7 +152,10 @@ def make_demo_data(
     }
 
 
-def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion=False) -> None:
+def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, motion=False,
+                          subjects=None) -> None:
+    if subjects is not None and not 1 <= subjects <= clips:
+        raise DataError(f"demo data: subjects must be 1..clips ({clips}), got {subjects}")
     if not 1 <= classes <= len(IMIGUE_RAW_CLASS_NAMES):
         raise DataError(
             f"demo data: classes must be 1..{len(IMIGUE_RAW_CLASS_NAMES)}, got {classes}"
@@ -160,12 +175,22 @@ def _check_demo_arguments(classes, clips, frames_per_clip, size, image_format, m
                         f"frames per clip, got {classes} classes and frames_per_clip={frames_per_clip}")
 
 
-def _plan_clips(classes: int, clips: int, frames_per_clip: int, rng) -> list[ClipJob]:
+def _plan_clips(classes: int, clips: int, frames_per_clip: int, rng, subjects: int | None = None,
+                seed: int = 0) -> list[ClipJob]:
     counts = clips_per_class(classes, clips, rng)
     class_of_clip = np.repeat(np.arange(1, classes + 1), counts)
     clip_ids = FIRST_CLIP_ID + rng.permutation(clips)  # ids say nothing about the class
-    jobs = [ClipJob(int(c), int(i), frames_per_clip) for c, i in zip(class_of_clip, clip_ids)]
+    subject_of_clip = _subjects_of_clips(clips, subjects, seed)
+    jobs = [ClipJob(int(c), int(i), frames_per_clip, s) for c, i, s in zip(class_of_clip, clip_ids, subject_of_clip)]
     return sorted(jobs, key=lambda job: (job.class_id, job.clip_id))
+
+
+def _subjects_of_clips(clips: int, subjects: int | None, seed: int) -> list[int | None]:
+    """Every person gets clips of many classes: clip k (in class order) goes to a shuffled person."""
+    if subjects is None:
+        return [None] * clips
+    order = np.random.default_rng([seed, SUBJECT_STREAM]).permutation(clips)
+    return [int(k % subjects) + 1 for k in order]
 
 
 def _render_all(jobs, image_root: Path, size, seed, image_format, workers, motion=False) -> int:
@@ -202,19 +227,13 @@ def _write_metadata(image_root: Path, jobs: list[ClipJob], image_format: str) ->
     path = image_root / "train.xlsx"
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet("train")
-    sheet.append(["Path", "Class", "Video ID", "Frame ID", "Caption"])
+    with_subjects = any(job.subject is not None for job in jobs)
+    sheet.append(["Path", "Class", "Video ID", "Frame ID", "Caption"] + (["Subject"] if with_subjects else []))
     for job in jobs:
         caption = IMIGUE_RAW_CLASS_NAMES[job.class_id - 1]
         for frame in range(job.frames):
-            sheet.append(
-                [
-                    f"{job.class_id}/{job.clip_id}.{frame}.{image_format}",
-                    job.class_id,
-                    job.clip_id,
-                    frame,
-                    caption,
-                ]
-            )
+            row = [f"{job.class_id}/{job.clip_id}.{frame}.{image_format}", job.class_id, job.clip_id, frame, caption]
+            sheet.append(row + ([job.subject] if with_subjects else []))
     with atomic_path(path) as tmp:
         workbook.save(tmp)
     return path

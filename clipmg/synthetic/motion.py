@@ -62,13 +62,14 @@ MOTIONS: dict[int, Motion] = {
 }
 
 
-def motion_frames(class_id: int, frames: int, rng, canvas: int) -> Iterator[Image.Image]:
-    """The `frames` drawn frames (canvas-sized) of one moving clip of class `class_id`."""
+def motion_frames(class_id: int, frames: int, rng, canvas: int, person_seed=None) -> Iterator[Image.Image]:
+    """The `frames` drawn frames (canvas-sized) of one moving clip of class `class_id`
+    (`person_seed`: as in `clip_look`)."""
     motion = MOTIONS[class_id]
     state = rng.bit_generator.state
-    start = clip_look(class_id, rng, canvas, pose=motion.start)
+    start = clip_look(class_id, rng, canvas, pose=motion.start, person_seed=person_seed)
     rng.bit_generator.state = state  # the same person, place and perturbation in both poses
-    end = clip_look(class_id, rng, canvas, pose=motion.end)
+    end = clip_look(class_id, rng, canvas, pose=motion.end, person_seed=person_seed)
     for frame in range(frames):
         phase = motion.phase(frame / max(1, frames - 1))
         state = rng.bit_generator.state
