@@ -27,7 +27,7 @@ CHECKPOINT_WEIGHTS = "checkpoint"  # towers of a clipmg checkpoint being fine-tu
 #: tower learning rates by where the tower's weights came from
 TOWER_RATES = {
     (IMAGE, RANDOM): 2e-3,
-    (TEXT, RANDOM): 1e-3,
+    (TEXT, RANDOM): 2e-4,  # 1e-3 collapsed the class embeddings to one point (tests/test_collapse.py)
     (IMAGE, CLIP_WEIGHTS): 1e-5,
     (TEXT, CLIP_WEIGHTS): 1e-5,
     (IMAGE, IMAGENET_WEIGHTS): 1e-4,
@@ -35,8 +35,9 @@ TOWER_RATES = {
     (IMAGE, CHECKPOINT_WEIGHTS): 1e-4,
     (TEXT, CHECKPOINT_WEIGHTS): 1e-4,
 }
-HEADS_RATE_FROM_SCRATCH = 2e-3  # every tower random: heads learn with them
+HEADS_RATE_FROM_SCRATCH = 2e-4  # every tower random: faster heads pulled the features together
 HEADS_RATE_FINE_TUNING = 1e-3  # heads over pretrained features
+LORA_RATE = 1e-3  # LoRA adapters start at zero and carry the whole update of their tower
 DESCRIPTIONS = {RANDOM: "random weights, from-scratch rate", CLIP_WEIGHTS: "CLIP weights, fine-tuning rate",
                 IMAGENET_WEIGHTS: "ImageNet weights, fine-tuning rate",
                 LANGUAGE_MODEL_WEIGHTS: "pretrained language model, fine-tuning rate",
@@ -58,15 +59,18 @@ class LearningRates:
 
 
 def resolve_learning_rates(lr_image, lr_text, lr_heads, tower_origins: dict[str, str],
-                           from_checkpoint: bool = False) -> LearningRates:
+                           from_checkpoint: bool = False, lora: bool = False) -> LearningRates:
     """Each `auto` rate from the origin of its tower (`ContrastiveModel.tower_origins`; every
-    tower counts as a checkpoint's with `from_checkpoint`); numbers are kept."""
+    tower counts as a checkpoint's with `from_checkpoint`; with `lora` the towers train only their
+    adapters, at LORA_RATE); numbers are kept."""
     origins = {part: CHECKPOINT_WEIGHTS if from_checkpoint else tower_origins.get(part, RANDOM)
                for part in (IMAGE, TEXT)}
     given = {IMAGE: lr_image, TEXT: lr_text}
     rates, why = {}, {}
     for part in (IMAGE, TEXT):
-        if given[part] == AUTO:
+        if given[part] == AUTO and lora:
+            rates[part], why[part] = LORA_RATE, "auto: LoRA adapters"
+        elif given[part] == AUTO:
             rates[part] = TOWER_RATES[(part, origins[part])]
             why[part] = f"auto: {DESCRIPTIONS[origins[part]]}"
         else:
@@ -103,5 +107,6 @@ def not_learning_warning(history: list[dict], val_classes: int, rates: LearningR
     return (f"the model is not learning: validation balanced accuracy is at most {best:.3f} after {len(history)} "
             f"epochs, chance is {chance:.3f}. Learning rates in use: {rates.describe()}. Try: check the labels "
             "and images with `clipmg check`; if a tower is pretrained, its fine-tuning rate may be too low "
-            "(raise --lr-image / --lr-text); from scratch, a rate too high can stall the towers (halve "
-            "--lr-image and --lr-text); more epochs; a larger --image-size when the gestures are small in the frame.")
+            "(raise --lr-image / --lr-text); from scratch, text and head rates too high collapse the features to one "
+            "point (lower --lr-text and --lr-heads, docs/recipes.md); more epochs; a larger --image-size when the "
+            "gestures are small in the frame; a pretrained image tower when there are few people or sessions.")

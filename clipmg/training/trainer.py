@@ -73,7 +73,8 @@ class Trainer:
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
         self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
-                                                     self.model.tower_origins, from_checkpoint=bool(cfg.init_from))
+                                                     self.model.tower_origins, from_checkpoint=bool(cfg.init_from),
+                                                     lora=bool(cfg.lora_rank))
         self.cfg = cfg = dataclasses.replace(cfg, **self.learning_rates.as_config())
         if self.env.is_main:
             logger.info("learning rates: %s", self.learning_rates.describe())

@@ -20,8 +20,7 @@ from clipmg.jobs.wise import wise_checkpoint
 
 EMA_DECAY = 0.99  # an average over about the last 100 steps: a demo run takes a few hundred
 FINE_TUNE: dict = {}  # the recipe's: --init-from fine-tuning rates, warm-up 5% of the run
-# Adapters start at zero and carry the whole update: they take the heads' rate.
-LORA = {"lora_rank": 8, "lora_targets": "linear,attention,conv", "lr_image": 1e-3, "lr_text": 1e-3}
+LORA = {"lora_rank": 8, "lora_targets": "linear,attention,conv"}  # adapters at the recipe's LoRA rate
 LAYER_DECAY = 0.75  # timm's CLIP fine-tuning recipes
 WISE_ALPHA = 0.5
 ENSEMBLE_SEEDS = 3
