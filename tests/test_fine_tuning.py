@@ -237,3 +237,20 @@ def test_tool_approaches_run_in_quick_mode(tiny_dataset, tmp_path):
     ensemble = cmp.pd.read_csv(tmp_path / "seed-1" / "comparison.csv").set_index("approach")
     assert len(ensemble.loc["ensemble-3-seeds", "checkpoint"].split()) == 3
     assert (tmp_path / "comparison.md").read_text().count("±") >= len(TOOL_ROWS)
+
+
+def test_seeds_share_the_runs_an_ensemble_borrows(tiny_dataset, tmp_path, monkeypatch):
+    import clipmg.jobs.approaches.registry as registry
+
+    trained = []
+    real_train = registry.train
+    monkeypatch.setattr(registry, "train", lambda cfg: trained.append(cfg.seed) or real_train(cfg))
+    cmp.compare_seeds(tiny_dataset / "training" / "train.xlsx", tiny_dataset / "Clip_label.csv", None,
+                      ["contrastive", "ensemble-3-seeds"], tmp_path, seeds=[1, 2], mode="quick")
+    assert trained == [1, 2, 3, 4]  # not 1, 2, 3 then 2, 3, 4
+    rows = {seed: cmp.pd.read_csv(tmp_path / f"seed-{seed}" / "comparison.csv").set_index("approach")
+            for seed in (1, 2)}
+    first_members = rows[1].loc["ensemble-3-seeds", "checkpoint"].split()
+    second_members = rows[2].loc["ensemble-3-seeds", "checkpoint"].split()
+    assert rows[2].loc["contrastive", "checkpoint"] == first_members[1] == second_members[0]
+    assert second_members[1] == first_members[2] and "seed-2" in second_members[2]

@@ -62,11 +62,13 @@ def ensure_split(metadata: Path, labels: Path, split: Path | None, out_dir: Path
 
 def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, approaches: Sequence[str],
             out_dir: str | Path, base_settings: Mapping | None = None, *, mode: str = "quick",
-            epochs: Mapping[str, int] | None = None, image_root: str | Path | None = None) -> pd.DataFrame:
+            epochs: Mapping[str, int] | None = None, image_root: str | Path | None = None,
+            trained: dict[str, Path] | None = None) -> pd.DataFrame:
     """Train each of `approaches` on the train frames of one split, evaluate each checkpoint on its
     val frames, and write `comparison.csv` and `comparison.md` into `out_dir`. `base_settings`
     (TrainConfig values) override the mode's settings for every approach; `epochs` gives single
-    approaches their own epoch budget. Returns the table (one row per approach)."""
+    approaches their own epoch budget; `trained` (`ComparisonContext.trained`) lends runs already
+    trained with the same settings. Returns the table (one row per approach)."""
     unknown = [name for name in approaches if name not in APPROACHES]
     if unknown or not approaches:
         raise DataError(f"unknown approach(es) {', '.join(unknown) or '(none given)'}; known: {', '.join(APPROACHES)}")
@@ -76,7 +78,8 @@ def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, 
     split = ensure_split(metadata, labels, Path(split) if split else None, out_dir, int(settings.get("seed", 42)))
     budgets = {**(DEMO_EPOCHS if mode == "demo" else {}), **dict(epochs or {})}
     ctx = ComparisonContext(metadata=metadata, labels=labels, split=split, out_dir=out_dir, base_settings=settings,
-                            mode=mode, epochs=budgets, image_root=Path(image_root) if image_root else None)
+                            mode=mode, epochs=budgets, image_root=Path(image_root) if image_root else None,
+                            trained=trained if trained is not None else {})
     rows = []
     for name in approaches:
         rows.append(evaluate_approach(ctx, name))
@@ -101,14 +104,15 @@ def compare_seeds(metadata: str | Path, labels: str | Path, split: str | Path | 
                   **options) -> pd.DataFrame:
     """`compare` once per seed (into `out_dir/seed-<s>/`) on one split (made with the first seed
     unless given), then `comparison.csv` / `.md` in `out_dir`: each metric's mean and standard
-    deviation over the seeds per approach. Returns that table."""
+    deviation over the seeds per approach. A run that one seed needs and another already trained
+    (an ensemble's members are the next seeds' runs) is trained once. Returns that table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     split = ensure_split(Path(metadata), Path(labels), Path(split) if split else None, out_dir, int(seeds[0]))
-    tables = []
+    tables, trained = [], {}
     for seed in seeds:
         table = compare(metadata, labels, split, approaches, out_dir / f"seed-{seed}",
-                        {**dict(base_settings or {}), "seed": seed}, **options)
+                        {**dict(base_settings or {}), "seed": seed}, trained=trained, **options)
         tables.append(table.assign(seed=seed))
     runs = pd.concat(tables, ignore_index=True)
     numeric = [c for c in (*METRIC_COLUMNS, "train_seconds") if c in runs]

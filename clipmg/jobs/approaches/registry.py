@@ -16,6 +16,7 @@ fine-tuned head starts from).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class ComparisonContext:
     epochs: dict[str, int] = field(default_factory=dict)
     image_root: Path | None = None
     results: dict[str, ApproachResult] = field(default_factory=dict)
+    # best checkpoints by everything of their TrainConfig but the output folder: a comparison over
+    # seeds passes one dict to all of them, so the ensemble of seed s reuses the runs of s+1, s+2
+    trained: dict[str, Path] = field(default_factory=dict)
     _nested_seconds: float = 0.0
 
     def settings(self, name: str, **overrides) -> dict:
@@ -83,8 +87,13 @@ class ComparisonContext:
         return values
 
     def train(self, name: str, **overrides) -> ApproachResult:
-        cfg = TrainConfig(**self.settings(name, **overrides)).validate()
+        settings = self.settings(name, **overrides)
+        key = json.dumps({k: v for k, v in settings.items() if k != "output"}, sort_keys=True, default=str)
+        if key in self.trained:
+            return ApproachResult(checkpoint=self.trained[key], budget=f"the same run as {self.trained[key]}")
+        cfg = TrainConfig(**settings).validate()
         summary = train(cfg)
+        self.trained[key] = Path(summary["run_dir"]) / "best"
         steps = f", at most {cfg.max_steps_per_epoch} steps each" if cfg.max_steps_per_epoch else ""
         budget = f"{cfg.epochs} epochs{steps} (ran {summary['epochs_run']}, best {summary['best_epoch']})"
         return ApproachResult(checkpoint=Path(summary["run_dir"]) / "best", budget=budget)
