@@ -167,3 +167,19 @@ def test_temporal_benchmark_prints_clip_throughput_against_the_frame_models(tmp_
                   results["frame"]["training"]["samples_per_s"], results["frame"]["test_py"]["images_per_s"]):
         assert math.isfinite(value) and value > 0
     assert row["test_py"]["n_clips"] == 8
+
+
+def test_recipe_benchmark_prints_the_defaults_against_the_former_settings(tmp_path, capsys):
+    """benchmarks/recipe.py at a tiny size: a positive figure and ratio for every recipe, the
+    baseline's ratio 1, and the data workers each recipe ran with."""
+    from benchmarks import recipe
+
+    out = tmp_path / "recipe.json"
+    assert recipe.main(["--clips", "24", "--frames-per-clip", "6", "--steps", "1", "--warmup-steps", "1",
+                        "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert "| former defaults | 2 |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["recipes"]
+    assert set(rows) == set(recipe.RECIPES) and rows[recipe.BASELINE]["ratio"] == 1
+    for row in rows.values():
+        assert math.isfinite(row["ratio"]) and row["best"]["samples_per_s"] > 0
+    assert rows["former demo"]["best"]["workers"] == 0
