@@ -15,10 +15,7 @@ fastest run of each counts; the ratio is against `former defaults`.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.report import run_and_print  # noqa: E402
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress  # noqa: E402
 
 RECIPES = {
@@ -108,14 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory_for_reuse()
     set_progress(False)
     settings = RecipeBenchSettings(**{k: v for k, v in vars(args).items() if k in asdict(defaults)})
-    with tempfile.TemporaryDirectory() as tmp:
-        results = run(settings, args.work_dir or Path(tmp))
-    results["command"] = shlex.join(["python", "benchmarks/recipe.py", *argv])
-    print(render(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    return 0
+    return run_and_print(run, settings, render, ["python", "benchmarks/recipe.py", *argv], args.out, args.work_dir)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import shlex
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from clipmg.errors import DataError
@@ -12,6 +15,20 @@ RESULTS_JSON = "benchmark.json"
 RESULTS_MD = "benchmark.md"
 DOC_BEGIN = "<!-- bench:begin -->"
 DOC_END = "<!-- bench:end -->"
+
+
+def run_and_print(run: Callable[[object, Path], dict], settings, render: Callable[[dict], str], command: list[str],
+                  out: Path | None, work_dir: Path | None) -> int:
+    """A single-measurement script's end: `run(settings, work)` in `work_dir` (or a temporary
+    folder), its figures printed by `render` and, with `out`, written to that JSON file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run(settings, work_dir or Path(tmp))
+    results["command"] = shlex.join(command)
+    print(render(results))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0
 
 
 def write_results(results: dict, out: Path) -> tuple[Path, Path]:

@@ -16,10 +16,7 @@ clip predictions cost nothing beside the frames'.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.report import run_and_print  # noqa: E402
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress  # noqa: E402
 
 HEADS = ("mean", "attention", "transformer")
@@ -152,14 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_progress(False)
     settings = TemporalBenchSettings(**{k: (tuple(v) if k == "heads" else v) for k, v in vars(args).items()
                                         if k in asdict(defaults)})
-    with tempfile.TemporaryDirectory() as tmp:
-        results = run(settings, args.work_dir or Path(tmp))
-    results["command"] = shlex.join(["python", "benchmarks/temporal.py", *argv])
-    print(render(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    return 0
+    return run_and_print(run, settings, render, ["python", "benchmarks/temporal.py", *argv], args.out, args.work_dir)
 
 
 if __name__ == "__main__":
