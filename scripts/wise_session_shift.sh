@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WiSE-FT on a real shift (docs/fine_tuning.md, "WiSE-FT on a session shift"): the webcam photos
+# WiSE-FT on a real shift (docs/fine_tuning.md, "WiSE-FT across two webcam sessions"): the webcam photos
 # of ../shared/webcam-gestures were taken in two sessions months apart. A model trained with the
 # defaults on session 1 is fine-tuned (--init-from, the defaults' fine-tuning rates) on session 2,
 # then `clipmg wise` sweeps alpha 0:1:0.1 between the two and scores every alpha on held-out clips
