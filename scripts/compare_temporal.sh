@@ -9,7 +9,7 @@
 #   SEEDS="0" DATA="motion" bash scripts/compare_temporal.sh runs/smoke --epochs contrastive=2
 #
 # In demo mode every seed trains the demo's contrastive model (15 epochs) and fine-tunes three clip
-# models from it (5 epochs each): hours on a 2-core CPU. `--mode quick` runs it all in a minute
+# models from it (5 epochs each): about an hour for all six on a 2-core CPU. `--mode quick` runs it all in a minute
 # (tiny models, two steps: a smoke test whose figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
