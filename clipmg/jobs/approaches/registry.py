@@ -93,10 +93,10 @@ class ComparisonContext:
             return ApproachResult(checkpoint=self.trained[key], budget=f"the same run as {self.trained[key]}")
         cfg = TrainConfig(**settings).validate()
         summary = train(cfg)
-        self.trained[key] = Path(summary["run_dir"]) / "best"
+        best = self.trained[key] = Path(summary["run_dir"]) / "best"
         steps = f", at most {cfg.max_steps_per_epoch} steps each" if cfg.max_steps_per_epoch else ""
         budget = f"{cfg.epochs} epochs{steps} (ran {summary['epochs_run']}, best {summary['best_epoch']})"
-        return ApproachResult(checkpoint=Path(summary["run_dir"]) / "best", budget=budget)
+        return ApproachResult(checkpoint=best, budget=budget)
 
     def run(self, name: str) -> ApproachResult:
         """Approach `name`'s result, trained on first use."""
