@@ -22,10 +22,11 @@ def check(args) -> int:
 def split(args) -> int:
     frames = read_metadata(args.metadata, labels=load_labels(args.labels), columns=columns_from_args(args))
     made = split_dataset(frames, by=args.by, val_fraction=args.val_fraction, seed=args.seed,
-                         subject_column=args.subject_column)
+                         subject_column=args.subject_column, test_fraction=args.test_fraction)
     _, report_json = write_split(made, frames, args.out)
     report = made.report
-    print(f"split by {args.by}: {report['rows_train']} training / {report['rows_val']} validation frames, "
+    test = f" / {report['rows_test']} test" if report.get("rows_test") else ""
+    print(f"split by {args.by}: {report['rows_train']} training / {report['rows_val']} validation{test} frames, "
           f"{report['classes_val']} classes in validation")
     print(f"leakage: {report['leakage']:.4f} of validation frames come from clips that also have training frames")
     if report.get("warning"):
@@ -52,10 +53,14 @@ def register(sub) -> None:
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(func=check)
 
-    p = sub.add_parser("split", help="split frames into training and validation without clip leakage")
+    p = sub.add_parser("split", help="split frames into training, validation and test without clip leakage")
     add_data_arguments(p)
     p.add_argument("--by", choices=("clip", "subject", "frames"), default="clip")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of the frames that chooses the checkpoint (default 0.15)")
+    p.add_argument("--test-fraction", type=float, default=0.15,
+                   help="share of the frames set apart as a test part, scored once at the end (default 0.15; "
+                        "0: none, and the run's figures then come from the frames that chose its checkpoint)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--subject-column", help="column naming the subject (for --by subject)")
     p.add_argument("--out", default="split.csv")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from clipmg.errors import DataError
 from clipmg.utils import atomic_write_text
 
 SPLIT_BY = ("clip", "subject", "frames")
-SPLIT_NAMES = ("train", "val")
+SPLIT_NAMES = ("train", "val", "test")
 SPLIT_JSON = "split.json"
 FRAMES_SPLIT_WARNING = (
     "frames split: {leakage:.1%} of the validation frames come from clips that also have "
@@ -44,6 +44,8 @@ class Split:
     train_index: np.ndarray
     val_index: np.ndarray
     report: dict
+    #: frames kept apart from training and from choosing the checkpoint: scored once at the end
+    test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def split_dataset(
@@ -52,8 +54,14 @@ def split_dataset(
     val_fraction: float = 0.2,
     seed: int = 42,
     subject_column: str | None = None,
+    test_fraction: float = 0.0,
 ) -> Split:
-    """Split a standard metadata DataFrame (see the module docstring for the methods)."""
+    """Split a standard metadata DataFrame (see the module docstring for the methods).
+
+    With `test_fraction`, that share of the frames (whole clips or subjects, as `by` says) is
+    set apart first as a test part, then `val_fraction` of all frames is taken from the rest."""
+    if test_fraction:
+        return _split_with_test(df, by, val_fraction, seed, subject_column, test_fraction)
     if by not in SPLIT_BY:
         raise ValueError(f"unknown split method {by!r}; use one of {', '.join(SPLIT_BY)}")
     if not 0.0 < val_fraction < 1.0:
@@ -73,6 +81,35 @@ def split_dataset(
     if by == "subject":
         split.report.update(_subject_counts(df, split, subject_column))
     return split
+
+
+def _split_with_test(df: pd.DataFrame, by: str, val_fraction: float, seed: int, subject_column: str | None,
+                     test_fraction: float) -> Split:
+    if not 0.0 < test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DataError(f"test_fraction must be between 0 and 1 and leave frames for training beside "
+                        f"val_fraction {val_fraction}, got {test_fraction}")
+    outer = split_dataset(df, by, test_fraction, seed, subject_column)
+    rest = df.iloc[outer.train_index]
+    inner = split_dataset(rest, by, val_fraction / (1.0 - test_fraction), seed, subject_column)
+    split = Split(train_index=outer.train_index[inner.train_index], val_index=outer.train_index[inner.val_index],
+                  report={}, test_index=outer.val_index)
+    split.report = {**inner.report, **split_report(df, split, by=by, seed=seed, val_fraction=val_fraction),
+                    **_test_counts(df, split, subject_column if by == "subject" else None),
+                    "test_fraction": float(test_fraction)}
+    return split
+
+
+def _test_counts(df: pd.DataFrame, split: Split, subject_column: str | None) -> dict:
+    test = df.iloc[split.test_index]
+    seen = df.iloc[np.concatenate([split.train_index, split.val_index])]
+    counts = {"rows_test": len(test), "clips_test": int(test["video_id"].nunique()),
+              "test_leakage": round(float(test["video_id"].isin(set(seen["video_id"])).mean()), 4) if len(test) else 0.0,
+              "class_counts_test": _counts(test)}
+    if subject_column:
+        counts["subjects_test"] = int(test[subject_column].astype(str).nunique())
+        counts["subjects_test_also_seen"] = len(set(test[subject_column].astype(str))
+                                                & set(seen[subject_column].astype(str)))
+    return counts
 
 
 def _groups_and_strata(df: pd.DataFrame, by: str, subject_column: str | None):
@@ -184,6 +221,7 @@ def split_column(split: Split, length: int) -> np.ndarray:
     sides = np.full(length, "", dtype=object)
     sides[split.train_index] = "train"
     sides[split.val_index] = "val"
+    sides[split.test_index] = "test"
     return sides
 
 
@@ -206,7 +244,7 @@ def write_split(
     image root. Returns the paths of the CSV and the JSON report.
     """
     out_csv = Path(out_csv)
-    if len(split.train_index) + len(split.val_index) != len(df):
+    if len(split.train_index) + len(split.val_index) + len(split.test_index) != len(df):
         raise ValueError("the split does not cover this DataFrame (was it made from another one?)")
     table = to_original_columns(df, columns)
     table["split"] = split_column(split, len(df))
@@ -230,7 +268,7 @@ def read_split(
     bad = ~sides.isin(SPLIT_NAMES)
     if bad.any():
         row, value = df["row"][bad].iloc[0], df["split"][bad].iloc[0]
-        raise DataError(f"{path} row {row}, column 'split': {value!r} is neither 'train' nor 'val'")
+        raise DataError(f"{path} row {row}, column 'split': {value!r} is not one of {', '.join(SPLIT_NAMES)}")
     df["split"] = sides
     return df
 

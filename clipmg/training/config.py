@@ -48,9 +48,16 @@ class TrainConfig:
     caption_column: str = "Caption"
     split: str | None = field(default=None, metadata={"help": "split CSV from `clipmg split`"})
     split_by: str = "clip"
-    val_fraction: float = 0.2
+    val_fraction: float = 0.15
+    test_fraction: float = field(default=0.15, metadata={
+        "help": "share of the frames (whole clips, or subjects with --split-by subject) set apart by the "
+                "automatic split as a test part: it neither trains nor chooses best/, and the run's "
+                "final figures come from it; 0 keeps none"})
     subject_column: str | None = None
     skip_bad_images: bool = False
+    cache_frames: bool = field(default=True, metadata={
+        "help": "decode each frame once per run, at the size training needs, into a memory-mapped cache "
+                "in the temporary folder (false: decode every epoch)"})
     workers: int | None = field(default=None, metadata={
         "help": "image decoding processes (default: chosen for the machine, see training.data.default_workers)"})
     # model
@@ -182,6 +189,9 @@ class TrainConfig:
             raise DataError(f"config: hand_margin must be at least 0, got {self.hand_margin}")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"config: val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise DataError(f"config: test_fraction must be in [0, 1) and leave frames for training beside "
+                            f"val_fraction, got {self.test_fraction}")
         for name in ("lr_image", "lr_text", "lr_heads"):
             value = getattr(self, name)
             if value != AUTO and not (isinstance(value, (int, float)) and value >= 0):

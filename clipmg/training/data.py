@@ -29,6 +29,8 @@ class RunData:
     split_report: dict = field(default_factory=dict)
     split: cdata.Split | None = None  # the split made here (None when read from a split CSV)
     all_frames: pd.DataFrame | None = None
+    #: frames that neither train nor choose the checkpoint (empty: none were set apart)
+    test_frames: pd.DataFrame | None = None
 
     @property
     def index_of(self) -> dict[int, int]:
@@ -51,13 +53,15 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     if cfg.split:
         frames = cdata.read_split(cfg.split, labels, columns)
         train, val = frames[frames["split"] == "train"], frames[frames["split"] == "val"]
-        report = {"source": str(cfg.split)}
+        test = frames[frames["split"] == "test"]
+        report = {"source": str(cfg.split), "rows_test": len(test)}
         frames = None
     else:
         frames = cdata.read_metadata(cfg.metadata, labels=labels, columns=columns)
         split = cdata.split_dataset(frames, by=cfg.split_by, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                    subject_column=cfg.subject_column)
-        train, val = frames.iloc[split.train_index], frames.iloc[split.val_index]
+                                    subject_column=cfg.subject_column, test_fraction=cfg.test_fraction)
+        train, val, test = (frames.iloc[split.train_index], frames.iloc[split.val_index],
+                            frames.iloc[split.test_index])
         report = split.report
     if report.get("leakage"):
         logger.warning("validation leaks: %.1f%% of validation frames come from clips also in training; "
@@ -66,19 +70,22 @@ def load_run_data(cfg: TrainConfig) -> RunData:
         raise DataError(f"the split leaves {len(train)} training and {len(val)} validation frames; "
                         "both must be non-empty")
     return RunData(list(labels), list(labels.values()), train.reset_index(drop=True), val.reset_index(drop=True),
-                   image_root, report, split, frames)
+                   image_root, report, split, frames, test.reset_index(drop=True))
 
 
-def frame_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool) -> cdata.FrameDataset:
+def frame_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool,
+                  cache_frames: bool | None = None) -> cdata.FrameDataset:
     """The frames as model input: augmented for training unless the model's per-frame inputs are
     image positions (`geometric_augmentation`); flips happen in the dataset, not the transform, so
-    that those inputs (keypoints) are mirrored with the image."""
+    that those inputs (keypoints) are mirrored with the image. Frames are decoded once per run
+    (`cfg.cache_frames`)."""
     augment = train and model.geometric_augmentation
     extras = cdata.load_extra_fields(model.extra_inputs, frames["path"].tolist(), [data.image_root],
                                      model.input_settings)
     return cdata.FrameDataset(frames, data.image_root, cdata.transform_for_model(model.preprocess_config, train=augment),
                               skip_bad_images=cfg.skip_bad_images, class_index=data.index_of, extra_fields=extras,
-                              hflip=cfg.hflip and augment)
+                              hflip=cfg.hflip and augment,
+                              cache_frames=cfg.cache_frames if cache_frames is None else cache_frames)
 
 
 def default_train_workers(device: torch.device) -> int:
@@ -98,12 +105,13 @@ def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, tr
     """`frame_dataset`, or for a clip model (its `clip_frames`) a `ClipDataset` of the same frames
     and augmentation, one draw per clip; items are in `run_items` order."""
     clip_frames = getattr(model, "clip_frames", None)
-    frame_items = frame_dataset(data, frames, model, cfg, train)
     if not clip_frames:
-        return frame_items
+        return frame_dataset(data, frames, model, cfg, train)
+    frame_items = frame_dataset(data, frames, model, cfg, train, cache_frames=False)
     return cdata.ClipDataset(frames, data.image_root, frame_items.transform, clip_frames, train=train,
                              skip_bad_images=cfg.skip_bad_images, class_index=data.index_of,
-                             extra_fields=frame_items.extra_fields, hflip=frame_items.hflip)
+                             extra_fields=frame_items.extra_fields, hflip=frame_items.hflip,
+                             cache_frames=cfg.cache_frames)
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

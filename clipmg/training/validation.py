@@ -3,15 +3,21 @@ evaluate and test.py, with the same test-time augmentation (`--tta`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
+from clipmg.checkpoint import load_checkpoint
 from clipmg.inference.tta import tta_logits
 from clipmg.metrics import LOWER_IS_BETTER, compute_metrics
 from clipmg.models import model_extras
 from clipmg.prompts import build_class_embeddings
-from clipmg.utils import progress
+from clipmg.training.data import loader_options, run_dataset, run_items
+from clipmg.utils import logger, progress
 
 
 @torch.no_grad()
@@ -37,6 +43,26 @@ def validate_model(model, loader, frames, targets: torch.Tensor, data, prompt_se
     if len(indices) < len(frames):
         metrics["skipped_images"] = len(frames) - len(indices)
     return metrics, (logits, targets)
+
+
+def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.device, autocast,
+                    workers: int) -> dict | None:
+    """Metrics of `checkpoint` on the run's test frames, read as test.py reads them (no frame
+    cache), or None when the split kept no test part."""
+    test_df = data.test_frames
+    if test_df is None or test_df.empty:
+        logger.info("no test part in this split: the figures above come from the validation frames that "
+                    "chose best/, and flatter it (--test-fraction, or a split CSV with test rows)")
+        return None
+    model, _ = load_checkpoint(checkpoint, device=device)
+    items = run_items(test_df, getattr(model, "clip_frames", None))
+    dataset = run_dataset(data, test_df, model, dataclasses.replace(cfg, cache_frames=False), train=False)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size * 2, shuffle=False, **loader_options(workers, device))
+    targets = torch.tensor([data.index_of[c] for c in items["class_id"]], dtype=torch.long)
+    metrics, _ = validate_model(model, loader, items, targets, data, prompt_set, device, autocast, cfg.tta)
+    logger.info("test part (%d frames that neither trained nor chose %s): %s", len(test_df), checkpoint.name,
+                " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
 
 
 def better(a: float, b: float, monitor: str) -> bool:
