@@ -73,11 +73,13 @@ class ClipDataset(Dataset):
     def __init__(self, df: pd.DataFrame, image_root: str | os.PathLike, transform: Callable, clip_frames: int,
                  train: bool = False, skip_bad_images: bool = False,
                  class_index: Mapping[int, int] | Iterable[int] | None = None,
-                 extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None, hflip: bool = False):
+                 extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None, hflip: bool = False,
+                 cache_frames: bool = False):
         if clip_frames < 1:
             raise DataError(f"clip_frames must be at least 1, got {clip_frames}")
         self.frames = FrameDataset(df.reset_index(drop=True), image_root, transform, skip_bad_images=skip_bad_images,
-                                   class_index=class_index, extra_fields=extra_fields, hflip=hflip)
+                                   class_index=class_index, extra_fields=extra_fields, hflip=hflip,
+                                   cache_frames=cache_frames)
         self.clips = clip_table(df.reset_index(drop=True))
         self.clip_frames, self.train = int(clip_frames), bool(train)
         self._seed: int | None = None

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from clipmg.data.extras import extra_field_mirror, position_free
+from clipmg.data.frame_cache import FrameCache
 from clipmg.data.images import load_image
 from clipmg.data.labels import class_index_map
 from clipmg.errors import DataError, ImageError
@@ -38,6 +39,9 @@ class FrameDataset(Dataset):
     (`collate_frames` drops it; count skips from the batch sizes, as workers cannot share a
     counter). Otherwise the ImageError, naming the file and metadata row, propagates.
 
+    With `cache_frames`, each image is decoded once, at the size the transform needs, and kept
+    for later epochs (`clipmg.data.frame_cache`); the transform still runs on every item.
+
     With `hflip`, each item is flipped horizontally with probability 1/2: the decoded image
     before the transform (the transform's crops, rotation and jitter are symmetric, so this is
     as random as flipping after them), and every extra field's row through the field's
@@ -59,6 +63,7 @@ class FrameDataset(Dataset):
         class_index: Mapping[int, int] | Iterable[int] | None = None,
         extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None,
         hflip: bool = False,
+        cache_frames: bool = False,
     ):
         self.image_root = Path(image_root)
         self.transform = transform
@@ -74,6 +79,7 @@ class FrameDataset(Dataset):
         self._flip_rng: np.random.Generator | None = None
         # Decode JPEGs only as large as the transform needs (see load_image's max_size).
         self.decode_size = getattr(transform, "decode_size", None)
+        self.cache = FrameCache(self.paths, self.decode_size) if cache_frames and self.decode_size else None
 
     def _map_class_ids(self, df: pd.DataFrame) -> np.ndarray:
         ids = df["class_id"].to_numpy()
@@ -107,7 +113,10 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         try:
-            image = load_image(self.paths[index], max_size=self.decode_size)
+            if self.cache is not None:
+                image = self.cache.get(index)
+            else:
+                image = load_image(self.paths[index], max_size=self.decode_size)
         except ImageError as error:
             if not self.skip_bad_images:
                 raise ImageError(f"{error} (metadata row {self.rows[index]})") from error
