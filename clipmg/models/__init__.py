@@ -5,6 +5,7 @@
 Importing this package registers every backend and wrapper with `clipmg.models.registry`.
 """
 
+from clipmg.models import backbones  # noqa: F401  (registers the small-frame backbones with timm)
 from clipmg.models.base import ContrastiveModel, model_extras
 from clipmg.models.fusion import PoseFusionModel
 from clipmg.models.handcrops import HandCropModel

@@ -1,0 +1,55 @@
+"""Image backbones for small frames, registered with timm (so `timm:<name>` and open_clip's
+`timm_model_name` find them).
+
+A standard ResNet stem (7x7 stride 2, then a 3x3 max-pool) divides a frame by 32 before its last
+stage: a 64 px frame ends as a 2x2 map. `clipmg_resnet_small` drops the max-pool (a 64 px frame
+ends as 4x4), keeps one basic block per stage and halves the widths, which spends its compute
+where small, few-person data still benefit from it. docs/recipes.md has the measurements.
+"""
+
+from __future__ import annotations
+
+from timm.models import register_model
+from timm.models._builder import build_model_with_cfg
+from timm.models.resnet import BasicBlock, ResNet
+import torch
+from torch import nn
+
+SMALL_FRAME_CFG = {"num_classes": 0, "input_size": (3, 64, 64), "pool_size": (4, 4), "crop_pct": 1.0,
+                   "interpolation": "bicubic", "mean": (0.48145466, 0.4578275, 0.40821073),
+                   "std": (0.26862954, 0.26130258, 0.27577711), "first_conv": "conv1", "classifier": "fc"}
+
+
+class SmallFrameResNet(ResNet):
+    """A timm ResNet without the stem's max-pool, whose pooled features are batch-normalised.
+
+    The pooled features of a random ResNet are all positive and nearly parallel, so every frame
+    starts at one point of the embedding space and contrastive training sits on a plateau for
+    epochs; centring them per channel (running statistics at evaluation) spreads the frames out
+    from the first step (tests/test_collapse.py).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.maxpool = nn.Identity()
+        self.head_norm = nn.BatchNorm1d(self.num_features)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if x.ndim == 2:
+            x = self.head_norm(x)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+
+def _small_frame_resnet(name: str, pretrained: bool, **kwargs) -> SmallFrameResNet:
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None) or dict(SMALL_FRAME_CFG)
+    return build_model_with_cfg(SmallFrameResNet, name, pretrained, pretrained_cfg=pretrained_cfg, **kwargs)
+
+
+@register_model
+def clipmg_resnet_small(pretrained: bool = False, **kwargs) -> SmallFrameResNet:
+    """One basic block per stage, widths 32-256, no stem max-pool (trained from scratch only)."""
+    args = {"block": BasicBlock, "layers": (1, 1, 1, 1), "channels": (32, 64, 128, 256), "stem_width": 32}
+    return _small_frame_resnet("clipmg_resnet_small", pretrained, **{**args, **kwargs})
