@@ -110,3 +110,17 @@ def not_learning_warning(history: list[dict], val_classes: int, rates: LearningR
             "(raise --lr-image / --lr-text); from scratch, text and head rates too high collapse the features to one "
             "point (lower --lr-text and --lr-heads, docs/recipes.md); more epochs; a larger --image-size when the "
             "gestures are small in the frame; a pretrained image tower when there are few people or sessions.")
+
+
+PRETRAINED_ALTERNATIVE = ("--model openclip:ViT-B-32 --pretrained openai (downloads CLIP weights once), or "
+                          "--pretrained /path/to/open_clip_weights.pt offline")
+
+
+def random_start_notice(tower_origins: dict[str, str], from_checkpoint: bool) -> str | None:
+    """What a run from random image weights should say first: where it starts and what a user
+    with a network (or a weights file) would start from instead."""
+    if from_checkpoint or tower_origins.get(IMAGE, RANDOM) != RANDOM:
+        return None
+    towers = "both towers" if tower_origins.get(TEXT, RANDOM) == RANDOM else "the image tower"
+    return (f"starting from random weights ({towers}): fine for the demo and offline machines; on real data "
+            f"a pretrained CLIP learns far more from few people: {PRETRAINED_ALTERNATIVE}")

@@ -45,11 +45,11 @@ from clipmg.training.ema import create_ema, update_ema
 from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
 from clipmg.training.model import build_model
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
-from clipmg.training.recipes import not_learning_warning, resolve_learning_rates
+from clipmg.training.recipes import not_learning_warning, random_start_notice, resolve_learning_rates
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
-from clipmg.training.validation import better, raw_or_ema, validate_model
+from clipmg.training.validation import better, raw_or_ema, score_test_part, validate_model
 from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
 
 
@@ -72,6 +72,9 @@ class Trainer:
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
+        notice = random_start_notice(self.model.tower_origins, from_checkpoint=bool(cfg.init_from))
+        if notice and self.env.is_main:
+            logger.info(notice)
         self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
                                                      self.model.tower_origins, from_checkpoint=bool(cfg.init_from),
                                                      lora=bool(cfg.lora_rank))
@@ -317,7 +320,7 @@ class Trainer:
         improved = self._improved(value)
         self.state.update(epoch=epoch + 1, step_in_epoch=0)
         self.state["history"].append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
-                                      **{f"val_{k}": v for k, v in metrics.items()}})
+                                      **{f"val_{k}": v for k, v in metrics.items()}, "finished_at": time.time()})
         if improved:
             self.state.update(best=value, best_epoch=epoch + 1, epochs_without_improvement=0)
         else:
@@ -370,12 +373,23 @@ class Trainer:
                 self.writer.close()
             ddp.cleanup(self.env)
 
+    def test(self) -> dict | None:
+        """Metrics of best/ on the test part (frames that neither trained nor chose it), or None
+        when the split kept no test part."""
+        if not self.env.is_main or not (self.run_dir / "best").exists():
+            return None
+        return score_test_part(self.run_dir / "best", self.data, self.cfg, self.prompt_set, self.device,
+                               self._autocast, self.workers)
+
     def _finish(self) -> dict:
         history = self.state["history"]
         best_epoch = self.state["best_epoch"]
         best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
+        test = self.test()
         summary = {"run_dir": str(self.run_dir), "best_epoch": best_epoch, "epochs_run": len(history),
-                   "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "split": self.data.split_report}
+                   "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+                   "test": test, "figures_from": "test part" if test else "validation (chose best/)",
+                   "split": self.data.split_report, "history": history}
         if self.writer is not None and best:
             hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in summary["best"].items()
