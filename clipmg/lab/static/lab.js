@@ -6,6 +6,7 @@ const HEADLINE = [["top1", "top-1"], ["top5", "top-5"], ["balanced_accuracy", "b
 let state = null;
 let sequence = 0;  // the latest prompt update sent: older answers are dropped
 let timer = null;
+let selected = null;  // the confusion cell whose mistakes are shown: [true, pred]
 
 function esc(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -81,12 +82,22 @@ function renderConfusion() {
         `${esc(classes[j].name)}: ${count}">${count || ""}</td>`).join("") + "</tr>";
   }).join("");
   $("confusion").innerHTML = `<table class="heat">${head}${rows}</table>`;
-  $("confusion").querySelectorAll("td").forEach((td) => td.addEventListener("click", () => {
-    $("confusion").querySelectorAll("td.selected").forEach((x) => x.classList.remove("selected"));
-    td.classList.add("selected");
+  $("confusion").querySelectorAll("td").forEach((td) => {
     const t = Number(td.dataset.true), p = Number(td.dataset.pred);
-    showMistakes(t, t === p ? null : p);
-  }));
+    if (selected && selected[0] === t && selected[1] === p) td.classList.add("selected");
+    td.addEventListener("click", () => {
+      $("confusion").querySelectorAll("td.selected").forEach((x) => x.classList.remove("selected"));
+      td.classList.add("selected");
+      selected = [t, p];
+      showMistakes(t, t === p ? null : p);
+    });
+  });
+}
+
+// What depends on the prompts besides the table and the matrix: the shown mistakes and clips.
+function refresh() {
+  if (selected) showMistakes(selected[0], selected[0] === selected[1] ? null : selected[1]);
+  loadClips();
 }
 
 function figure(frame, score) {
@@ -143,6 +154,7 @@ async function update() {
     const data = await call("/api/prompts", {templates, subjects: subjects()});
     if (mine !== sequence) return;
     render(data);
+    refresh();
     status(`metrics updated in ${Math.round(performance.now() - started)} ms (${data.encoded_texts} new texts encoded)`);
   } catch (error) { if (mine === sequence) status(error.message, true); }
 }
@@ -151,6 +163,7 @@ async function loadSet() {
   const name = $("set-select").value;
   try {
     render(await call("/api/prompts/load", {name}));
+    refresh();
     status(`loaded ${name}`);
   } catch (error) { status(error.message, true); }
 }
@@ -173,14 +186,17 @@ async function search(event) {
 
 let clips = [];
 async function loadClips() {
-  clips = (await call("/api/clips")).clips;
-  fillClips();
+  try {
+    clips = (await call("/api/clips")).clips;
+    fillClips();
+  } catch (error) { status(error.message, true); }
 }
 function fillClips() {
-  const wrong = $("clip-wrong").checked;
+  const wrong = $("clip-wrong").checked, current = $("clip-select").value;
   $("clip-select").innerHTML = clips.filter((c) => !wrong || !c.correct).map((c) =>
     `<option value="${esc(c.video_id)}">${esc(c.video_id)} (${c.frames} frames, true ${c.true ? c.true.id : "?"}, ` +
     `pred ${c.pred.id}${c.correct ? "" : " ✗"})</option>`).join("");
+  if (clips.some((c) => c.video_id === current)) $("clip-select").value = current;
   showClip();
 }
 async function showClip() {
