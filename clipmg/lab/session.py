@@ -27,7 +27,7 @@ import yaml
 
 from clipmg import data as cdata
 from clipmg.errors import DataError, ModelError
-from clipmg.inference import Classifier, resolve_image_path, thumbnail
+from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, resolve_image_path, thumbnail
 from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.jobs.prompt_eval import load_classifier, metrics_from_logits, slug
 from clipmg.lab.features import LabFrames, default_lab_dir, load_frames
@@ -69,7 +69,7 @@ class Lab:
         self.encoded = frames.encoded
         self.out_dir = Path(out_dir) if out_dir is not None else default_lab_dir(classifier.checkpoint)
         self._texts: dict[str, torch.Tensor] = {}  # text -> its normalised embedding (D,)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # prompt sets and the text cache change under it
         self.last_encoded = 0
         self.thumbnail_jpeg = functools.lru_cache(maxsize=4096)(self._thumbnail_jpeg)
         start = prompt_set or classifier.prompt_set
@@ -78,7 +78,7 @@ class Lab:
     @classmethod
     def open(cls, checkpoint: str | os.PathLike, metadata: str | os.PathLike, *, labels=None, split=None,
              subset: str = "val", prompts: str | None = None, image_root=None, columns: cdata.Columns | None = None,
-             cache_dir=None, use_cache: bool = True, batch_size: int = 64, device: str = "auto",
+             cache_dir=None, use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
              workers: int | None = None, skip_missing: bool = False) -> Lab:
         """A checkpoint on the frames of `metadata` (or `split`'s `subset`), starting from the
         prompt set `prompts` (default the checkpoint's own)."""
@@ -193,13 +193,16 @@ class Lab:
         return torch.cat([model.encode_text(texts[i:i + TEXT_BATCH], normalize=True).float().cpu()
                           for i in range(0, len(texts), TEXT_BATCH)])
 
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """(N, D) normalised text embeddings; each distinct text is encoded once per lab."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._texts))
-        if missing:
-            self._texts.update(zip(missing, self._encode(missing)))
-        self.last_encoded = len(missing)
-        return torch.stack([self._texts[t] for t in texts]) if texts else torch.zeros(0)
+    def encode_texts(self, texts: list[str], count: bool = True) -> torch.Tensor:
+        """(N, D) normalised text embeddings; each distinct text is encoded once per lab. `count`:
+        `last_encoded` says how many were new (what a prompt edit cost)."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._texts))
+            if missing:
+                self._texts.update(zip(missing, self._encode(missing)))
+            if count:
+                self.last_encoded = len(missing)
+            return torch.stack([self._texts[t] for t in texts]) if texts else torch.zeros(0)
 
     # ------------------------------------------------------------------ frames
     def frame(self, index: int, view: View | None = None) -> dict:
@@ -232,7 +235,7 @@ class Lab:
         text = text.strip()
         if not text:
             raise DataError("search: type a phrase")
-        query = self.encode_texts([text])[0].numpy()
+        query = self.encode_texts([text], count=False)[0].numpy()
         return self._nearest(self.encoded.embeddings @ query, k)
 
     def similar(self, index: int, k: int = 12) -> dict:
