@@ -112,6 +112,8 @@ def test_a_template_without_its_slot_is_refused(lab):
         lab.set_prompts(["a photo of a person"], {})
     with pytest.raises(DataError, match="not one of the checkpoint"):
         lab.set_prompts(["{}"], {999: "x"})
+    with pytest.raises(DataError, match="not one of the lab's"):
+        lab.load_prompts("/etc/hostname")
 
 
 def test_a_saved_set_is_a_prompt_file_that_prompts_evaluate_scores_the_same(checkpoint, metadata, lab, tmp_path):

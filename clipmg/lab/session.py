@@ -120,8 +120,11 @@ class Lab:
         return self.view
 
     def load_prompts(self, name: str) -> View:
-        """A set by name: `checkpoint` (the checkpoint's own), a set of prompts/, a set saved by the
-        lab, or a file."""
+        """A set by name (one of `prompt_sets`: the page reads no other file): `checkpoint` (the
+        checkpoint's own), a set of prompts/, or a set saved by the lab."""
+        known = self.prompt_sets()
+        if name not in known:
+            raise DataError(f"prompt set {name!r} is not one of the lab's ({', '.join(known)})")
         if name == CHECKPOINT_SET:
             return self.use(editable(self.classifier.prompt_set, name), fresh=True)
         saved = self.out_dir / "prompts" / f"{name}.yaml"
