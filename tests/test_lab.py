@@ -232,6 +232,14 @@ def test_the_cli_says_in_one_line_what_is_wrong(tmp_path, metadata, checkpoint, 
     assert "is in use" in capsys.readouterr().err
     assert main(["lab", "--checkpoint", str(tmp_path / "missing"), "--metadata", str(metadata), "--port", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    import pandas as pd
+
+    no_path = tmp_path / "training" / "frames.csv"
+    no_path.parent.mkdir()
+    pd.read_excel(metadata).drop(columns="Path").to_csv(no_path, index=False)
+    assert main(["lab", "--checkpoint", str(checkpoint), "--metadata", str(no_path), "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "Path" in error and error.startswith("error: ") and error.count("\n") == 1
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert main(["lab", "--checkpoint", str(checkpoint), "--metadata", str(metadata)]) == 2
     assert "pip install 'clipmg[lab]'" in capsys.readouterr().err
