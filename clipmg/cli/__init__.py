@@ -18,6 +18,7 @@ from clipmg.cli import (
     embed,
     export,
     keypoints,
+    lab,
     predict,
     probe,
     prompts,
@@ -28,7 +29,7 @@ from clipmg.cli import (
 from clipmg.errors import ClipmgError
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
-COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, wise, export, push)
+COMMANDS = (data, train, demo, predict, embed, prompts, lab, probe, compare, keypoints, wise, export, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,9 +80,14 @@ def set_kind(prompt_set: PromptSet) -> str:
 
 
 def score_prompt_set(classifier: Classifier, prompt_set: PromptSet, encoded: EncodedFrames) -> dict:
-    logits = prompt_set_logits(classifier, prompt_set, encoded)
+    return metrics_from_logits(prompt_set_logits(classifier, prompt_set, encoded), encoded, classifier.num_classes)
+
+
+def metrics_from_logits(logits: torch.Tensor, encoded: EncodedFrames, num_classes: int) -> dict:
+    """A prompt set's row of the table from its (n, C) logits on the encoded frames (also what
+    `clipmg lab` shows, so that the two agree)."""
     targets = torch.from_numpy(encoded.targets)
-    metrics = compute_metrics(logits, targets, clip_ids=encoded.clip_ids, num_classes=classifier.num_classes)
+    metrics = compute_metrics(logits, targets, clip_ids=encoded.clip_ids, num_classes=num_classes)
     metrics["loss"] = torch.nn.functional.cross_entropy(logits, targets).item()
     return metrics
 

@@ -8,6 +8,7 @@ from clipmg.prompts.sets import (
     PROMPTS_DIRS,
     LearnedPromptSet,
     PromptSet,
+    check_templates,
     load_prompt_set,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "PromptLearner",
     "PromptSet",
     "build_class_embeddings",
+    "check_templates",
     "load_prompt_set",
 ]

@@ -72,7 +72,7 @@ class LearnedPromptSet(PromptSet):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_templates(self.templates, f"learned prompt set {self.name}")
+        check_templates(self.templates, f"learned prompt set {self.name}")
         if len(self.templates) != 1:
             raise DataError(f"learned prompt set {self.name}: one class template, got {len(self.templates)}")
 
@@ -126,7 +126,8 @@ class LearnedPromptSet(PromptSet):
                    model=meta.get("model"), file=path.name)
 
 
-def _check_templates(templates: list, source: str) -> list[str]:
+def check_templates(templates: list, source: str) -> list[str]:
+    """`templates` as given, or DataError naming `source` when one lacks its single `{}` slot."""
     if not templates:
         raise DataError(f"{source}: a prompt set needs at least one template")
     for i, template in enumerate(templates, start=1):
@@ -161,10 +162,10 @@ def load_prompt_set(source: str | Path | None) -> PromptSet:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".txt":
         templates = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-        return PromptSet(name=path.stem, templates=_check_templates(templates, str(path)))
+        return PromptSet(name=path.stem, templates=check_templates(templates, str(path)))
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping with 'templates' (and optional 'descriptions')")
     prompt_set = PromptSet.from_dict({"name": path.stem, **data})
-    _check_templates(prompt_set.templates, str(path))
+    check_templates(prompt_set.templates, str(path))
     return prompt_set
