@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 
 from clipmg.cli import main
+from clipmg.errors import DataError
+from clipmg.training import TrainConfig
+from clipmg.training.model import build_model
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -37,3 +40,84 @@ def test_split_with_a_validation_fraction_outside_0_1_exits_2_with_one_line(tiny
                             "--out", str(tmp_path / "split.csv")], capsys)
     assert_one_line_error(code, err, "val_fraction", fraction)
     assert not (tmp_path / "split.csv").exists()
+
+
+# ------------------------------------------------------- settings a mode would ignore are refused
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A 32 px tiny open_clip model saved as a checkpoint of today's layout (train record included)."""
+    from clipmg.checkpoint import save_checkpoint
+    from clipmg.models import create_model
+
+    model = create_model("openclip:clipmg-tiny", image_size=32)
+    record = {**TrainConfig().to_dict(), "model": "openclip:clipmg-tiny", "image_size": 32}
+    folder = tmp_path_factory.mktemp("tiny_checkpoint") / "best"
+    save_checkpoint(folder, model, {"class_ids": [1, 2, 3, 4], "class_names": ["a", "b", "c", "d"],
+                                    "preprocess": model.preprocess_config, "train": record})
+    return folder
+
+
+def test_init_from_with_another_image_size_exits_2_naming_the_conflict(tiny_dataset, tiny_checkpoint, tmp_path,
+                                                                       capsys):
+    code, _, err = run_cli(["-q", "train", *data_args(tiny_dataset), "--init-from", str(tiny_checkpoint),
+                            "--image-size", "64", "--workers", "0", "--output", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, "--init-from", "image_size=64", "the checkpoint's: 32")
+    assert not (tmp_path / "run" / "best").exists()
+
+
+@pytest.mark.parametrize("settings,named", [
+    ({"model": "openclip:ViT-B-32"}, "model='openclip:ViT-B-32'"),
+    ({"pretrained": "openai"}, "pretrained='openai'"),
+    ({"temperature": 0.05}, "temperature=0.05"),
+    ({"model": "hybrid", "embed_dim": 16}, "embed_dim=16"),
+])
+def test_init_from_refuses_each_backend_setting_the_checkpoint_does_not_have(tiny_checkpoint, settings, named):
+    cfg = TrainConfig(init_from=str(tiny_checkpoint), **settings).validate()
+    with pytest.raises(DataError, match="would be ignored") as error:
+        build_model(cfg, [1, 2, 3, 4], ["a", "b", "c", "d"])
+    assert named in str(error.value)
+
+
+def test_init_from_accepts_the_settings_the_checkpoint_was_made_with(tiny_checkpoint):
+    cfg = TrainConfig(init_from=str(tiny_checkpoint), model="openclip:clipmg-tiny", image_size=32).validate()
+    model = build_model(cfg, [1, 2, 3, 4], ["a", "b", "c", "d"])
+    assert model.preprocess_config["image_size"] == 32
+
+
+@pytest.mark.parametrize("settings,named", [
+    ({"pooling": "mean"}, "pooling='mean'"),
+    ({"image_encoder": "timm:resnet18", "embed_dim": 64}, "image_encoder='timm:resnet18', embed_dim=64"),
+    ({"model": "timm:resnet18", "head": "linear", "temperature": 0.05}, "temperature=0.05"),
+    ({"head": "linear", "loss": "js"}, "loss='js'"),
+    ({"focal_gamma": 2.0}, "focal_gamma=2.0"),
+    ({"head_dropout": 0.1}, "head_dropout=0.1"),
+    ({"contrast": "batch", "logit_adjust_tau": 1.0}, "logit_adjust_tau=1.0"),
+    ({"keypoints": "cache/"}, "keypoints='cache/'"),
+    ({"hand_margin": 0.5}, "hand_margin=0.5"),
+    ({"pose_fusion": "concat", "hand_full_frame": False}, "hand_full_frame=False"),
+    ({"lora_targets": "linear"}, "lora_targets='linear'"),
+    ({"plateau_patience": 5}, "plateau_patience=5"),
+    ({"split": "split.csv", "val_fraction": 0.3}, "val_fraction=0.3"),
+    ({"subject_column": "Subject"}, "subject_column='Subject'"),
+    ({"embed_max_images": 10}, "embed_max_images=10"),
+])
+def test_a_setting_the_chosen_mode_ignores_is_refused_by_name(settings, named):
+    with pytest.raises(DataError, match="would be ignored") as error:
+        TrainConfig(**settings).validate()
+    message = str(error.value)
+    assert named in message and "\n" not in message
+
+
+@pytest.mark.parametrize("settings", [
+    {"model": "hybrid", "pooling": "mean", "embed_dim": 64, "image_encoder": "timm:resnet18"},
+    {"head": "linear", "focal_gamma": 2.0, "class_weighting": "sqrt", "head_dropout": 0.1},
+    {"logit_adjust_tau": 1.0},
+    {"hand_crops": True, "hand_margin": 0.5, "hand_full_frame": False, "keypoints": "cache/"},
+    {"pose_fusion": "gated", "keypoints": "cache/"},
+    {"lora_rank": 4, "lora_alpha": 8.0, "lora_targets": "linear"},
+    {"scheduler": "plateau", "plateau_patience": 5},
+    {"split_by": "subject", "subject_column": "Subject", "val_fraction": 0.3},
+    {"embed_every": 1, "embed_max_images": 10},
+])
+def test_the_same_settings_are_accepted_in_the_mode_that_uses_them(settings):
+    TrainConfig(**settings).validate()

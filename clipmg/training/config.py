@@ -196,7 +196,53 @@ class TrainConfig:
         if is_supervised_name(self.model) and self.head != "linear" and not self.init_from:
             raise DataError(f"--model {self.model} is an image backbone without a text tower: train it with "
                             "--head linear")
+        self._refuse_ignored_settings()
         return self
+
+    def given(self, *names: str) -> list[str]:
+        """The settings among `names` set to something other than their default."""
+        return [name for name in names if getattr(self, name) != DEFAULTS[name]]
+
+    def _refuse_ignored_settings(self) -> None:
+        """A setting the chosen mode would not use is an error, never silently dropped (the rules
+        across sections; `--init-from`'s are checked against the checkpoint, training.model)."""
+        for names, mode, reason in self._unused_settings():
+            ignored = self.given(*names)
+            if ignored:
+                shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored)
+                raise DataError(f"config: {shown} would be ignored: {reason}; drop {'it' if len(ignored) == 1 else 'them'}"
+                                f" or {mode}")
+
+    def _unused_settings(self):
+        """(settings, the mode that uses them, why they are unused now) of each rule that applies."""
+        if not self.init_from and self.model != "hybrid":
+            yield HYBRID_SETTINGS, "use --model hybrid", f"they set up --model hybrid, not {self.model}"
+        if not self.init_from and is_supervised_name(self.model):
+            yield ("temperature", "learn_temperature"), "use a contrastive model", \
+                f"{self.model} has no contrastive temperature"
+        if self.head == "linear":
+            yield ("loss", "contrast", "text_source"), "use --head contrastive", \
+                "a linear head trains with (class-weighted, focal) cross-entropy, not a contrastive loss"
+        else:
+            yield ("class_weighting", "focal_gamma", "head_dropout"), "use --head linear", \
+                "they shape a linear head's loss, and the head is contrastive"
+            if self.contrast == "batch":
+                yield ("logit_adjust_tau",), "use --contrast classes", "logit adjustment needs --contrast classes"
+        if self.pose_fusion == "none" and not self.hand_crops:
+            yield ("keypoints",), "use --pose-fusion or --hand-crops", "only pose fusion and hand crops read keypoints"
+        if not self.hand_crops:
+            yield ("hand_margin", "hand_full_frame"), "use --hand-crops", "they set up hand crops"
+        if not self.lora_rank:
+            yield ("lora_alpha", "lora_targets"), "give --lora-rank", "LoRA is off (lora_rank 0)"
+        if self.scheduler != "plateau":
+            yield ("plateau_patience",), "use --scheduler plateau", f"the scheduler is {self.scheduler}"
+        if self.split:
+            yield ("split_by", "val_fraction", "subject_column"), "drop --split", \
+                f"the split comes from {self.split}"
+        elif self.split_by != "subject":
+            yield ("subject_column",), "use --split-by subject", "only a split by subject reads it"
+        if not self.embed_every:
+            yield ("embed_max_images",), "give --embed-every", "no projector is written without --embed-every"
 
     def wrapper_options(self, num_classes: int) -> dict:
         """`clipmg.models.compose_model` options: head, pose fusion, hand crops, clip model."""
@@ -228,6 +274,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: what `model_options` passes to `--model hybrid` alone
+HYBRID_SETTINGS = ("image_encoder", "text_encoder", "image_pretrained", "text_pretrained", "pooling", "embed_dim")
+#: what builds a model by name; with --init-from the checkpoint's model is used instead (training.model)
+BACKEND_SETTINGS = ("model", "pretrained", "image_size", "temperature", "learn_temperature", *HYBRID_SETTINGS)
 
 
 #: settings of earlier versions -> (their new name, how the value carries over)
