@@ -4,11 +4,14 @@ vocabulary has one owner, and the configurations and checkpoints of earlier vers
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from clipmg.cli import main
 from clipmg.errors import DataError
 from clipmg.training import TrainConfig
+from clipmg.training.config import CHOICES, SECTIONS
 from clipmg.training.model import build_model
 
 
@@ -121,3 +124,61 @@ def test_a_setting_the_chosen_mode_ignores_is_refused_by_name(settings, named):
 ])
 def test_the_same_settings_are_accepted_in_the_mode_that_uses_them(settings):
     TrainConfig(**settings).validate()
+
+
+# ----------------------------------------------------------------- --help, sections and vocabularies
+def train_parser():
+    import argparse
+
+    from clipmg.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices["train"]
+
+
+def test_every_train_flag_has_help_and_its_default_grouped_by_section():
+    parser = train_parser()
+    titles = {group.title: group for group in parser._action_groups}
+    for section, (title, _) in SECTIONS.items():
+        assert title in titles, section
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("section") in SECTIONS and f.metadata.get("help"), f.name
+        flag = "--" + f.name.replace("_", "-")
+        group = titles[SECTIONS[f.metadata["section"]][0]]
+        action = next(a for a in group._group_actions if flag in a.option_strings)
+        assert "(default" in action.help, flag
+    text = parser.format_help()
+    assert "(default: classes)" in text and "(default: openclip:clipmg-small)" in text
+
+
+def test_each_choice_comes_from_its_owner_and_the_cli_offers_the_same():
+    from clipmg.data.samplers import BALANCED_SAMPLERS
+    from clipmg.data.splits import SPLIT_BY
+    from clipmg.losses import CLASS_WEIGHTINGS, LOSS_NAMES
+    from clipmg.models.registry import HEAD_KINDS, POSE_FUSIONS
+    from clipmg.models.temporal import TEMPORAL_HEADS
+    from clipmg.training.texts import CONTRASTS, TEXT_SOURCES
+    from clipmg.utils import PRECISIONS
+
+    owners = {"split_by": SPLIT_BY, "loss": LOSS_NAMES, "balanced_sampler": BALANCED_SAMPLERS,
+              "class_weighting": CLASS_WEIGHTINGS, "head": HEAD_KINDS, "pose_fusion": POSE_FUSIONS,
+              "temporal": TEMPORAL_HEADS, "contrast": CONTRASTS, "text_source": TEXT_SOURCES,
+              "precision": PRECISIONS}
+    for name, vocabulary in owners.items():
+        assert CHOICES[name] is vocabulary, name
+    actions = {a.dest: a for a in train_parser()._actions}
+    for name, vocabulary in CHOICES.items():
+        assert tuple(actions[name].choices) == tuple(vocabulary), name
+
+
+def test_the_head_vocabulary_and_the_heads_parameter_part_have_different_names():
+    from clipmg.models import base, registry
+
+    assert base.HEADS == "heads" and registry.HEAD_KINDS == ("contrastive", "linear")
+    assert not hasattr(registry, "HEADS")
+
+
+def test_a_choice_outside_the_owners_vocabulary_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--loss", "focal"])
+    assert exit_.value.code == 2 and "invalid choice: 'focal'" in capsys.readouterr().err

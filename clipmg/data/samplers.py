@@ -11,6 +11,8 @@ import pandas as pd
 from clipmg.errors import DataError
 
 SAMPLER_MODES = ("inverse", "sqrt")
+#: the trainer's `--balanced-sampler`: off, or one of the modes
+BALANCED_SAMPLERS = ("none", *SAMPLER_MODES)
 
 
 def class_counts(df: pd.DataFrame | pd.Series) -> pd.Series:
