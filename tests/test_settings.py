@@ -182,3 +182,60 @@ def test_a_choice_outside_the_owners_vocabulary_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--loss", "focal"])
     assert exit_.value.code == 2 and "invalid choice: 'focal'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ one function per policy
+def test_training_and_inference_share_one_precision_policy(monkeypatch):
+    import torch
+
+    from clipmg.inference import Classifier
+    from clipmg.training import optim
+    from clipmg.utils import autocast_dtype
+
+    assert optim.autocast_dtype is autocast_dtype
+    assert autocast_dtype("auto", "cpu") is None and autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp16", "cuda") is torch.float16 and autocast_dtype("fp32", "cuda") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert autocast_dtype("auto", "cuda") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert autocast_dtype("auto", "cuda") is torch.bfloat16
+    calls = []
+    monkeypatch.setattr("clipmg.inference.classifier.autocast_dtype",
+                        lambda precision, device: calls.append((precision, device)))
+    Classifier.autocast(type("Stub", (), {"device": torch.device("cpu")})())
+    assert calls == [("auto", torch.device("cpu"))]
+
+
+@pytest.mark.parametrize("cores,device,workers", [(16, "cpu", 2), (4, "cpu", 0), (2, "cuda", 2), (16, "cuda", 4)])
+def test_training_and_inference_share_one_decoding_worker_rule(monkeypatch, cores, device, workers):
+    import clipmg.inference
+    from clipmg.training.data import default_train_workers
+    from clipmg.utils import default_workers
+
+    assert default_train_workers is default_workers and clipmg.inference.default_workers is default_workers
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert default_workers(device) == workers
+
+
+@pytest.mark.parametrize("header,found", [
+    (["Path", "path"], "Path"),  # the exact name first
+    (["\ufeffPATH ", "Class"], "\ufeffPATH "),  # a byte-order mark, case and spaces ignored
+    (["Class", "Video ID"], None),
+])
+def test_a_column_is_found_by_one_documented_rule(header, found):
+    from clipmg.data import find_column
+
+    assert find_column(header, "Path") == found
+
+
+def test_two_loose_matches_are_an_error_naming_both_in_metadata_and_prediction_lists(tmp_path, tiny_checkpoint):
+    from clipmg.data import read_metadata
+    from clipmg.inference import predict_csv
+
+    table = tmp_path / "frames.csv"
+    table.write_text("path,PATH,Class,Video ID,Frame ID\na.jpg,a.jpg,1,v1,1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"'path', 'PATH' all match 'Path'") as error:
+        read_metadata(table, labels=None)
+    assert str(table) in str(error.value)
+    with pytest.raises(DataError, match=r"'path', 'PATH' all match 'Path'"):
+        predict_csv(tiny_checkpoint, table, output=tmp_path / "out.csv", workers=0)
