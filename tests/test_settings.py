@@ -239,3 +239,132 @@ def test_two_loose_matches_are_an_error_naming_both_in_metadata_and_prediction_l
     assert str(table) in str(error.value)
     with pytest.raises(DataError, match=r"'path', 'PATH' all match 'Path'"):
         predict_csv(tiny_checkpoint, table, output=tmp_path / "out.csv", workers=0)
+
+
+# ------------------------------------------------- configurations and checkpoints of earlier versions
+#: `config.yaml` as `clipmg train` wrote it before the settings had sections (every field, flat)
+OLD_CONFIG_YAML = """\
+metadata: METADATA
+labels: LABELS
+image_root: null
+path_column: Path
+class_column: Class
+video_column: Video ID
+frame_column: Frame ID
+caption_column: Caption
+split: null
+split_by: clip
+val_fraction: 0.2
+subject_column: null
+skip_bad_images: false
+workers: 0
+model: openclip:clipmg-tiny
+pretrained: null
+image_pretrained: null
+text_pretrained: null
+image_encoder: null
+text_encoder: null
+embed_dim: null
+image_size: 32
+pooling: cls
+temperature: null
+learn_temperature: true
+freeze_image: false
+freeze_text: false
+init_from: null
+head: contrastive
+init_head: random
+head_dropout: 0.0
+pose_fusion: none
+keypoints: null
+hand_crops: false
+hand_margin: 0.3
+hand_full_frame: true
+clip_frames: null
+temporal: mean
+prompts: null
+text_source: caption
+loss: ce
+contrast: classes
+logit_adjust_tau: 0.0
+balanced_sampler: none
+class_weighting: none
+focal_gamma: 0.0
+epochs: 1
+batch_size: 8
+lr_image: auto
+lr_text: auto
+lr_heads: auto
+weight_decay: 0.01
+scheduler: cosine
+warmup: 1
+plateau_patience: 2
+grad_accum: 1
+grad_clip: 1.0
+precision: auto
+max_steps_per_epoch: 1
+ema_decay: null
+layer_decay: 1.0
+lora_rank: 0
+lora_alpha: null
+lora_targets: null
+grad_checkpointing: false
+tta: none
+output: OUTPUT
+seed: 1
+device: auto
+monitor: top1
+patience: null
+save_every_steps: null
+tensorboard: false
+hflip: false
+embed_every: null
+embed_max_images: 500
+"""
+
+
+def old_config(tiny_dataset, output) -> str:
+    return (OLD_CONFIG_YAML.replace("METADATA", str(tiny_dataset / "training" / "train.xlsx"))
+            .replace("LABELS", str(tiny_dataset / "Clip_label.csv")).replace("OUTPUT", str(output)))
+
+
+def test_a_config_yaml_of_the_flat_format_loads_every_value_and_trains(tiny_dataset, tmp_path, capsys):
+    import yaml
+
+    from clipmg.training import config_from_dict, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(old_config(tiny_dataset, tmp_path / "run"), encoding="utf-8")
+    stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert set(stored) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = config_from_dict(load_config(path)).validate()
+    assert {name: getattr(cfg, name) for name in stored} == stored
+    code, _, err = run_cli(["-q", "train", "--config", str(path)], capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def test_the_train_record_of_a_checkpoint_written_the_old_way_loads_and_fine_tunes(tiny_dataset, tmp_path):
+    import yaml
+
+    from clipmg.checkpoint import load_checkpoint, save_checkpoint
+    from clipmg.models import create_model
+    from clipmg.training import config_from_dict
+
+    record = yaml.safe_load(old_config(tiny_dataset, tmp_path / "run"))
+    model = create_model("openclip:clipmg-tiny", image_size=32)
+    folder = save_checkpoint(tmp_path / "old" / "best", model, {
+        "class_ids": [1, 2, 3, 4], "class_names": ["a", "b", "c", "d"], "preprocess": model.preprocess_config,
+        "prompts": {}, "train": record, "metrics": {"top1": 0.5}})
+    _, config = load_checkpoint(folder)
+    assert config_from_dict(config["train"]).validate() == config_from_dict(record)
+    # its settings passed on to a fine-tuning run (as `clipmg compare` and `clipmg probe` do)
+    cfg = config_from_dict({**config["train"], "init_from": str(folder)}).validate()
+    tuned = build_model(cfg, config["class_ids"], config["class_names"])
+    assert tuned.preprocess_config["image_size"] == 32
+
+
+def test_a_setting_renamed_since_still_loads_under_its_new_name():
+    from clipmg.training import config_from_dict
+
+    assert config_from_dict({"warmup_steps": 3}).warmup == 3.0
