@@ -64,7 +64,7 @@ def js_divergence(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _check_every_image_has_text(targets: torch.Tensor) -> None:
     if not bool((targets.sum(dim=1) > 0).all()):
-        raise ValueError("every image label must appear among text_labels (no positive caption)")
+        raise TrainingError("every image label must appear among text_labels (no positive caption)")
 
 
 def _with_class_bias(logits, logit_bias, column_labels):

@@ -79,6 +79,43 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+#: `--precision`: auto (the rule of `autocast_dtype`), or one precision everywhere
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The one precision policy of training and inference: the autocast dtype for `precision` on
+    `device`, None for fp32. "auto" is fp32 off CUDA (bf16 autocast is far slower than fp32 on
+    CPUs without AMX, docs/benchmarks.md), bf16 on GPUs that have it, else fp16."""
+    device = resolve_device(device)
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(dtype: torch.dtype | None, device: str | torch.device):
+    """`torch.autocast` to `dtype` (from `autocast_dtype`) on `device`; a no-op for None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(resolve_device(device).type, dtype=dtype)
+
+
+CPU_CORES_PER_WORKER = 8
+
+
+def default_workers(device: str | torch.device = "auto") -> int:
+    """The one rule for image decoding processes, of training and inference: min(4, cores)
+    beside a GPU. On the CPU each worker takes a whole core from the model
+    (`threads_beside_workers`) while decoding a frame costs a small part of its forward: one
+    worker per 8 cores, so none below 8 (docs/benchmarks.md, docs/recipes.md)."""
+    cores = os.cpu_count() or 1
+    return min(4, cores) if resolve_device(device).type == "cuda" else min(4, cores // CPU_CORES_PER_WORKER)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

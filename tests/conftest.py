@@ -82,3 +82,28 @@ def _assert_same_weights(checkpoint_a: Path, checkpoint_b: Path) -> None:
 @pytest.fixture
 def assert_same_weights():
     return _assert_same_weights
+
+
+TINY_BERT_WORDS = "a person scratches the head arms folded touching nose hands".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory):
+    """A one-layer BERT (32 wide) and its tokenizer in a folder: the text tower of tiny hybrids."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_BERT_WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder

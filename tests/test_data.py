@@ -481,7 +481,7 @@ def test_class_counts_and_balanced_sampler():
     drawn = draw("inverse")
     assert len(drawn) == 4000 and 0.45 < drawn.mean() < 0.55
     assert 0.2 < draw("sqrt").mean() < 0.3  # sqrt(10)/(sqrt(10)+sqrt(90)) = 0.25
-    with pytest.raises(ValueError, match="unknown sampler mode"):
+    with pytest.raises(DataError, match="unknown sampler mode"):
         balanced_sample_weights(indices, mode="square")
 
 

@@ -182,7 +182,7 @@ def test_ce_logit_bias_matches_direct_formula():
 
 
 def test_image_without_its_caption_is_an_error():
-    with pytest.raises(ValueError, match="text_labels"):
+    with pytest.raises(TrainingError, match="text_labels"):
         contrastive_ce(features(2), features(2), 1.0, torch.tensor([0, 5]), torch.tensor([0, 1]))
 
 

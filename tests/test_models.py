@@ -26,7 +26,6 @@ SHIPPED = [
     "openclip:clipmg-small-cliptext",
 ]
 CAPTIONS = ["a person scratches the head", "arms folded", "a person scratches the head"]
-WORDS = "a person scratches the head arms folded touching nose hands".split()
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
@@ -179,27 +178,6 @@ def test_local_weights_file_for_openclip(tmp_path):
 
 
 # --- hybrid: tiny offline BERT folder, and the real MiniLM folder when installed -----------------
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_folder(tmp_path_factory):
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(vocab)).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 def tiny_hybrid(text_folder, **kwargs):

@@ -112,9 +112,9 @@ def test_split_is_deterministic_given_the_seed():
 
 def test_bad_arguments():
     df = demo_like_frame()
-    with pytest.raises(ValueError, match="unknown split method"):
+    with pytest.raises(DataError, match="unknown split method"):
         split_dataset(df, by="video")
-    with pytest.raises(ValueError, match="val_fraction"):
+    with pytest.raises(DataError, match="val_fraction"):
         split_dataset(df, val_fraction=1.5)
 
 

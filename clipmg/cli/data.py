@@ -6,6 +6,7 @@ import json
 
 from clipmg.cli.options import add_data_arguments, columns_from_args
 from clipmg.data import check_dataset, load_labels, read_metadata, split_dataset, write_split
+from clipmg.data.splits import SPLIT_BY
 from clipmg.synthetic import make_demo_data
 
 
@@ -55,11 +56,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("split", help="split frames into training, validation and test without clip leakage")
     add_data_arguments(p)
-    p.add_argument("--by", choices=("clip", "subject", "frames"), default="clip")
-    p.add_argument("--val-fraction", type=float, default=0.15,
-                   help="share of the frames that chooses the checkpoint (default 0.15)")
-    p.add_argument("--test-fraction", type=float, default=0.15,
-                   help="share of the frames set apart as a test part, scored once at the end (default 0.15; "
+    p.add_argument("--by", choices=SPLIT_BY, default="clip",
+                   help="keep clips (or subjects) on one side; frames leaks near-duplicates (default clip)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the frames that chooses the checkpoint (default 0.2)")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of the frames set apart as a test part, scored once at the end (default 0.1; "
                         "0: none, and the run's figures then come from the frames that chose its checkpoint)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--subject-column", help="column naming the subject (for --by subject)")

@@ -7,6 +7,7 @@ import pandas as pd
 from clipmg.cli.options import add_prompt_model_arguments, columns_from_args
 from clipmg.jobs.prompt_eval import evaluate_prompt_sets
 from clipmg.jobs.prompt_learning import learn_prompts
+from clipmg.losses import LOSS_NAMES
 from clipmg.prompts import DEFAULT_CLASS_TEMPLATE, DEFAULT_N_CTX
 from clipmg.utils import markdown_table
 
@@ -55,7 +56,7 @@ def add_learn_arguments(parser) -> None:
     parser.add_argument("--train-batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--loss", default="ce", choices=("ce", "soft_ce", "js"))
+    parser.add_argument("--loss", default="ce", choices=LOSS_NAMES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--no-tensorboard", action="store_true")

@@ -8,7 +8,7 @@ import json
 import typing
 
 from clipmg.training import TrainConfig, config_from_dict, load_config, load_run_config, train
-from clipmg.training.config import CHOICES
+from clipmg.training.config import CHOICES, SECTIONS
 
 
 def _field_types(f: dataclasses.Field) -> list[type]:
@@ -40,20 +40,34 @@ def _parse_optional(kind: type):
     return parse
 
 
+def _shown_default(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults stay None so only flags given override the file."""
+    """One flag per config field, in an argument group per section, each with its help and
+    default; defaults stay None so only flags given override the file."""
+    groups = {name: parser.add_argument_group(title, description) for name, (title, description) in SECTIONS.items()}
     for f in dataclasses.fields(TrainConfig):
         kinds = _field_types(f)
         kind = _number_or_word if float in kinds and str in kinds else kinds[0]
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata["help"]
+        if "(default" not in help_text:
+            help_text += f" (default: {_shown_default(f.default)})"
+        help_text = help_text.replace("%", "%%")
+        group = groups[f.metadata["section"]]
         if f.name in CHOICES:
-            parser.add_argument(flag, choices=CHOICES[f.name], default=None, help=help_text)
+            group.add_argument(flag, choices=CHOICES[f.name], default=None, help=help_text)
         elif kind is bool:
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None,
-                                metavar="BOOL", help=help_text)
+            group.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None,
+                               metavar="BOOL", help=help_text)
         else:
-            parser.add_argument(flag, type=_parse_optional(kind), default=None, help=help_text)
+            group.add_argument(flag, type=_parse_optional(kind), default=None, help=help_text)
 
 
 def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
@@ -77,7 +91,9 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a contrastive model",
-                       description="Settings come from --config (YAML) and are overridden by flags.")
+                       usage="clipmg train [--config FILE] [--resume RUN] [--SETTING VALUE ...]",
+                       description="Settings come from --config (YAML) and are overridden by flags; "
+                                   "every setting below is a flag and a key of the YAML (with _ for -).")
     p.add_argument("--config", help="YAML file of settings (any flag below, with _ for -)")
     p.add_argument("--resume", help="run folder to continue exactly where it stopped")
     add_config_arguments(p)

@@ -10,6 +10,7 @@ from clipmg.data.metadata import (
     STANDARD_COLUMNS,
     Columns,
     default_image_root,
+    find_column,
     parse_metadata,
     read_metadata,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ImageTransform",
     "Split",
     "balanced_sample_weights",
+    "find_column",
     "caption_lookup",
     "check_dataset",
     "clip_positions",

@@ -147,6 +147,6 @@ def class_index_map(class_ids: Iterable[int] | Mapping) -> dict[int, int]:
     ):
         mapping = {int(k): int(v) for k, v in class_ids.items()}
         if sorted(mapping.values()) != list(range(len(mapping))):
-            raise ValueError("a class index mapping must map the ids onto 0..C-1")
+            raise DataError("a class index mapping must map the ids onto 0..C-1")
         return mapping
     return {class_id: index for index, class_id in enumerate(sorted({int(i) for i in class_ids}))}

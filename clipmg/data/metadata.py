@@ -209,20 +209,35 @@ def _cell_text(value) -> str:
     return str(value).strip()
 
 
-def _loose(name: str) -> str:
-    return " ".join(name.replace("\ufeff", "").split()).casefold()
+def loose_name(name: str) -> str:
+    """A column name as `find_column` compares it: no BOM, spaces collapsed, case folded."""
+    return " ".join(str(name).replace("\ufeff", "").split()).casefold()
+
+
+def find_column(header, wanted: str, source: str | Path | None = None) -> str | None:
+    """The one rule for finding a column by name, for metadata and prediction lists alike: the
+    header's column named exactly `wanted`; else the one column equal to it once a byte-order mark
+    is stripped and case and runs of spaces are ignored (`" path "`, `"PATH"`); None when there
+    is none. Several such columns are ambiguous: a DataError naming them."""
+    header = [str(name) for name in header]
+    if wanted in header:
+        return wanted
+    loose = [name for name in header if loose_name(name) == loose_name(wanted)]
+    if len(loose) > 1:
+        where = f"{source}: " if source is not None else ""
+        raise DataError(f"{where}columns {', '.join(repr(name) for name in loose)} all match {wanted!r} "
+                        "(ignoring case and spaces); rename one, or name the column exactly")
+    return loose[0] if loose else None
 
 
 def _match_columns(path: Path, header: list[str], columns: Columns) -> dict[str, str]:
-    """{standard column: header name}; exact names first, then ignoring case and spaces."""
+    """{standard column: header name} (`find_column` for each)."""
     matched: dict[str, str] = {}
     missing = []
     for standard, wanted in columns.by_standard_name().items():
-        loose = [name for name in header if _loose(name) == _loose(wanted)]
-        if wanted in header:
-            matched[standard] = wanted
-        elif loose:
-            matched[standard] = loose[0]
+        found = find_column(header, wanted, path)
+        if found is not None:
+            matched[standard] = found
         elif standard in REQUIRED_COLUMNS:
             missing.append(wanted)
     if missing:

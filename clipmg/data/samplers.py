@@ -8,7 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from clipmg.errors import DataError
+
 SAMPLER_MODES = ("inverse", "sqrt")
+#: the trainer's `--balanced-sampler`: off, or one of the modes
+BALANCED_SAMPLERS = ("none", *SAMPLER_MODES)
 
 
 def class_counts(df: pd.DataFrame | pd.Series) -> pd.Series:
@@ -23,10 +27,10 @@ def balanced_sample_weights(
     """One weight per sample: 1/count of its class ("inverse", every class equally likely)
     or 1/sqrt(count) ("sqrt", a milder rebalancing)."""
     if mode not in SAMPLER_MODES:
-        raise ValueError(f"unknown sampler mode {mode!r}; use one of {', '.join(SAMPLER_MODES)}")
+        raise DataError(f"unknown sampler mode {mode!r}; use one of {', '.join(SAMPLER_MODES)}")
     indices = np.asarray(class_indices, dtype=np.int64)
     if indices.size == 0:
-        raise ValueError("cannot balance an empty set of samples")
+        raise DataError("cannot balance an empty set of samples")
     _, inverse, counts = np.unique(indices, return_inverse=True, return_counts=True)
     per_sample = counts[inverse].astype(np.float64)
     return 1.0 / per_sample if mode == "inverse" else 1.0 / np.sqrt(per_sample)

@@ -63,9 +63,9 @@ def split_dataset(
     if test_fraction:
         return _split_with_test(df, by, val_fraction, seed, subject_column, test_fraction)
     if by not in SPLIT_BY:
-        raise ValueError(f"unknown split method {by!r}; use one of {', '.join(SPLIT_BY)}")
+        raise DataError(f"unknown split method {by!r}; use one of {', '.join(SPLIT_BY)}")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if len(df) < 2:
         raise DataError(f"cannot split {len(df)} row(s) into training and validation")
     groups, strata = _groups_and_strata(df, by, subject_column)
@@ -245,7 +245,7 @@ def write_split(
     """
     out_csv = Path(out_csv)
     if len(split.train_index) + len(split.val_index) + len(split.test_index) != len(df):
-        raise ValueError("the split does not cover this DataFrame (was it made from another one?)")
+        raise DataError("the split does not cover this DataFrame (was it made from another one?)")
     table = to_original_columns(df, columns)
     table["split"] = split_column(split, len(df))
     atomic_write_text(out_csv, table.to_csv(index=False))
@@ -281,7 +281,7 @@ def subset(
     """The `which` ("train" or "val") rows of a split CSV, of a DataFrame with a `split`
     column, or of a DataFrame and the Split made from it; positions renumbered from 0."""
     if which not in SPLIT_NAMES:
-        raise ValueError(f"which must be 'train' or 'val', got {which!r}")
+        raise DataError(f"which must be 'train' or 'val', got {which!r}")
     if isinstance(df_or_split_csv, (str, os.PathLike)):
         df = read_split(df_or_split_csv)
     else:

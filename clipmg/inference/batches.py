@@ -20,20 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from clipmg import data as cdata
 from clipmg.errors import ImageError
-from clipmg.utils import resolve_device, threads_beside_workers
+from clipmg.utils import default_workers, threads_beside_workers
 
 DEFAULT_BATCH_SIZE = 64
-CORES_PER_CPU_WORKER = 8
 OK, MISSING, UNREADABLE = "ok", "missing", "unreadable"
-
-
-def default_workers(device: str | torch.device = "auto") -> int:
-    """Decoding processes: min(4, cores) beside a GPU. On the CPU each worker takes a whole
-    core from the model (threads_beside_workers), while decoding and preprocessing a frame
-    costs a small fraction of the image tower's forward: one worker per 8 cores, none below
-    (measured in docs/benchmarks.md)."""
-    cores = os.cpu_count() or 1
-    return min(4, cores) if resolve_device(device).type == "cuda" else min(4, cores // CORES_PER_CPU_WORKER)
 
 
 # ------------------------------------------------------------------------------ where images are

@@ -7,7 +7,6 @@ prompt experiments and validation report the same figures.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from clipmg.errors import DataError, ModelError
 from clipmg.inference.tta import check_tta, tta_logits
 from clipmg.models import create_model
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
-from clipmg.utils import logger, resolve_device
+from clipmg.utils import autocast, autocast_dtype, logger, resolve_device
 
 DEFAULT_CHECKPOINT = "checkpoints/best"
 
@@ -105,11 +104,8 @@ class Classifier:
         return len(self.class_ids)
 
     def autocast(self):
-        """bf16 (fp16 where bf16 is missing) on CUDA; fp32 elsewhere (bf16 is slow on most CPUs)."""
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        """The precision policy's "auto" (`clipmg.utils.autocast_dtype`), as training uses it."""
+        return autocast(autocast_dtype("auto", self.device), self.device)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:

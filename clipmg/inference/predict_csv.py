@@ -118,15 +118,6 @@ class Truth:
         return result
 
 
-def _find_column(header: Sequence[str], wanted: str) -> str | None:
-    """`wanted` itself, else the one column equal to it ignoring case and spaces."""
-    if wanted in header:
-        return wanted
-    key = " ".join(wanted.split()).casefold()
-    loose = [name for name in header if " ".join(str(name).split()).casefold() == key]
-    return loose[0] if len(loose) == 1 else None
-
-
 def read_header(csv_path: Path) -> list[str]:
     if not csv_path.is_file():
         raise DataError(f"image list not found: {csv_path}" if not csv_path.exists()
@@ -225,16 +216,16 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     csv_path = Path(csv)
     check_inference_options(batch_size, topk, workers)
     header = read_header(csv_path)
-    path_column = _find_column(header, column)
+    path_column = cdata.find_column(header, column, csv_path)
     if path_column is None:
         raise DataError(f"column {column!r} is not in {csv_path}; its columns are "
                         + (", ".join(repr(c) for c in header) or "none") + " (choose one with --columnname)")
     output = Path(output) if output is not None else default_output(csv_path)
     if output.resolve() == csv_path.resolve():
         raise DataError(f"--output {output} is the input CSV itself; choose another file")
-    label_columns = LabelColumns(class_=_find_column(header, class_column),
-                                 caption=_find_column(header, caption_column),
-                                 video=_find_column(header, video_column))
+    label_columns = LabelColumns(class_=cdata.find_column(header, class_column, csv_path),
+                                 caption=cdata.find_column(header, caption_column, csv_path),
+                                 video=cdata.find_column(header, video_column, csv_path))
     clashes = [c for c in header if c in PREDICTION_COLUMNS or c == STATUS_COLUMN
                or re.fullmatch(r"top\d+_(class|name|prob)", c)]
 
@@ -244,7 +235,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     load_seconds = time.perf_counter() - load_start
     truth = Truth(classifier, label_columns, str(csv_path))
     planner = ClipPlanner() if label_columns.video is not None else None
-    n_rows = _scan(csv_path, path_column, truth, chunk_rows, _find_column(header, frame_column), planner)
+    n_rows = _scan(csv_path, path_column, truth, chunk_rows, cdata.find_column(header, frame_column, csv_path), planner)
     clips = ClipCollector(planner.plan(classifier.clip_frames), classifier) if planner is not None else None
     if n_rows == 0:
         raise DataError(f"{csv_path} has a header but no rows: nothing to predict")

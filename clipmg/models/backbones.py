@@ -9,10 +9,10 @@ where small, few-person data still benefit from it. docs/recipes.md has the meas
 
 from __future__ import annotations
 
+import torch
 from timm.models import register_model
 from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, ResNet
-import torch
 from torch import nn
 
 SMALL_FRAME_CFG = {"num_classes": 0, "input_size": (3, 64, 64), "pool_size": (4, 4), "crop_pct": 1.0,

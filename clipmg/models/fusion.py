@@ -30,10 +30,10 @@ from torch import nn
 import clipmg.pose.fields  # noqa: F401  (registers the "keypoints" per-frame input)
 from clipmg.errors import ModelError
 from clipmg.models.base import ContrastiveModel, ImageSideWrapper
-from clipmg.models.registry import create_model_from_config, register_backend
+from clipmg.models.registry import POSE_FUSIONS, create_model_from_config, register_backend
 from clipmg.pose.keypoints import HAND_FOUND, KEYPOINT_DIM, POSE_FOUND
 
-FUSIONS = ("concat", "gated")
+FUSIONS = tuple(name for name in POSE_FUSIONS if name != "none")
 DEFAULT_POSE_DIM = 128
 DEFAULT_HIDDEN = 256
 GATE_BIAS = -2.0  # sigmoid(-2) = 0.12: the pose branch starts small in gated fusion

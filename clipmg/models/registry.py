@@ -21,7 +21,8 @@ from typing import Any
 from clipmg.errors import ModelError
 
 DEFAULT_MODEL = "openclip:clipmg-small"
-HEADS = ("contrastive", "linear")
+#: `head=`: how classes are scored (not `base.HEADS`, the parameter part of the projection heads)
+HEAD_KINDS = ("contrastive", "linear")
 POSE_FUSIONS = ("none", "concat", "gated")
 
 #: backend name (as in `model_config["backend"]`) -> class with `from_config(cfg, folder)`
@@ -107,8 +108,8 @@ def compose_model(model, *, head: str | None = None, num_classes: int | None = N
     clip = None
     if getattr(model, "backend", None) == "clip":
         clip, model = model, model.inner
-    if head not in (None, *HEADS):
-        raise ModelError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if head not in (None, *HEAD_KINDS):
+        raise ModelError(f"head must be one of {', '.join(HEAD_KINDS)}, got {head!r}")
     if pose_fusion not in (None, *POSE_FUSIONS):
         raise ModelError(f"pose fusion must be one of {', '.join(POSE_FUSIONS)}, got {pose_fusion!r}")
     if pose_fusion not in (None, "none"):

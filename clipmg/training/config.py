@@ -1,5 +1,9 @@
 """Training configuration: one dataclass, loaded from YAML (and, in `clipmg train`, overridden by
 a flag per field). The resolved configuration is saved with each run and inside each checkpoint.
+
+Each field carries its section and one-line help; each choice field takes its vocabulary from
+the module that acts on it (`CHOICES`), and `validate` refuses a setting the chosen mode would
+ignore.
 """
 
 from __future__ import annotations
@@ -10,150 +14,175 @@ from pathlib import Path
 
 import yaml
 
+from clipmg.data.samplers import BALANCED_SAMPLERS
+from clipmg.data.splits import SPLIT_BY
 from clipmg.errors import DataError
 from clipmg.inference.tta import TTA_MODES
+from clipmg.losses import CLASS_WEIGHTINGS, LOSS_NAMES
 from clipmg.metrics import VALIDATION_METRICS
+from clipmg.models.hybrid import POOLINGS
+from clipmg.models.registry import HEAD_KINDS, POSE_FUSIONS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
+from clipmg.models.temporal import TEMPORAL_HEADS
 from clipmg.training.recipes import AUTO
-from clipmg.utils import atomic_write_text
+from clipmg.training.texts import CONTRASTS, TEXT_SOURCES
+from clipmg.utils import PRECISIONS, atomic_write_text
 
-CHOICES = {
-    "split_by": ("clip", "subject", "frames"),
-    "loss": ("ce", "soft_ce", "js"),
-    "contrast": ("batch", "classes"),
-    "text_source": ("caption", "prompt", "random_template"),
-    "balanced_sampler": ("none", "inverse", "sqrt"),
-    "scheduler": ("cosine", "plateau", "none"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "pooling": ("cls", "mean"),
-    "head": ("contrastive", "linear"),
-    "init_head": ("random", "zeroshot"),
-    "class_weighting": ("none", "inverse", "sqrt"),
-    "pose_fusion": ("none", "concat", "gated"),
-    "tta": TTA_MODES,
-    "temporal": ("mean", "attention", "transformer"),
+#: the sections of the settings, in the order `clipmg train --help` shows them
+SECTIONS = {
+    "data": ("data", "the frames, their columns, the split, image decoding"),
+    "model": ("model and wrappers", "the backend, its weights, the head, pose inputs, clips"),
+    "text": ("text and prompts", "what the frames are contrasted with"),
+    "loss": ("loss", "the contrastive or classification loss, and the class balance"),
+    "optimisation": ("optimisation", "epochs, batches, learning rates, schedule, precision"),
+    "tuning": ("fine-tuning tools", "EMA, layer decay, LoRA, gradient checkpointing (docs/fine_tuning.md), "
+                                    "validation TTA"),
+    "run": ("run", "where it is written, the seed, the device, what picks best/, augmentation, projector"),
 }
+#: each choice field's vocabulary, from its owner (the module that acts on the value)
+CHOICES = {
+    "split_by": SPLIT_BY,
+    "loss": LOSS_NAMES,
+    "contrast": CONTRASTS,
+    "text_source": TEXT_SOURCES,
+    "balanced_sampler": BALANCED_SAMPLERS,
+    "scheduler": ("cosine", "plateau", "none"),  # built by training.optim (which imports this module)
+    "precision": PRECISIONS,
+    "pooling": POOLINGS,
+    "head": HEAD_KINDS,
+    "init_head": ("random", "zeroshot"),  # applied by training.model (which imports this module)
+    "class_weighting": CLASS_WEIGHTINGS,
+    "pose_fusion": POSE_FUSIONS,
+    "tta": TTA_MODES,
+    "temporal": TEMPORAL_HEADS,
+    "monitor": VALIDATION_METRICS,
+}
+
+
+def _section(section: str):
+    def setting(default, help: str):
+        """A field of `section` with its one-line help (`clipmg train --help` adds the default)."""
+        return field(default=default, metadata={"section": section, "help": help})
+
+    return setting
+
+
+_data, _model, _text, _loss, _optim, _tools, _run = map(_section, SECTIONS)
 
 
 @dataclass
 class TrainConfig:
-    # data
-    metadata: str | None = None
-    labels: str | None = None
-    image_root: str | None = None
-    path_column: str = "Path"
-    class_column: str = "Class"
-    video_column: str = "Video ID"
-    frame_column: str = "Frame ID"
-    caption_column: str = "Caption"
-    split: str | None = field(default=None, metadata={"help": "split CSV from `clipmg split`"})
-    split_by: str = "clip"
-    val_fraction: float = 0.15
-    test_fraction: float = field(default=0.15, metadata={
-        "help": "share of the frames (whole clips, or subjects with --split-by subject) set apart by the "
-                "automatic split as a test part: it neither trains nor chooses best/, and the run's "
-                "final figures come from it; 0 keeps none"})
-    subject_column: str | None = None
-    skip_bad_images: bool = False
-    cache_frames: bool = field(default=True, metadata={
-        "help": "decode each frame once per run, at the size training needs, into a memory-mapped cache "
-                "in the temporary folder (false: decode every epoch)"})
-    workers: int | None = field(default=None, metadata={
-        "help": "image decoding processes (default: chosen for the machine, see training.data.default_workers)"})
-    # model
-    model: str = "openclip:clipmg-small"
-    pretrained: str | None = field(default=None, metadata={
-        "help": "openclip: tag or weights file; timm/torchvision and hybrid: true/false (or a weights file)"})
-    image_pretrained: str | None = field(default=None, metadata={
-        "help": "hybrid: the image tower's weights (true/false or a file), overriding --pretrained"})
-    text_pretrained: bool | None = field(default=None, metadata={
-        "help": "hybrid: whether the text tower loads its pretrained weights, overriding --pretrained"})
-    image_encoder: str | None = field(default=None, metadata={"help": "hybrid: timm:<name>"})
-    text_encoder: str | None = field(default=None, metadata={"help": "hybrid: hf:<name or folder>"})
-    embed_dim: int | None = None
-    image_size: int | None = field(default=None, metadata={"help": "override the model's input size"})
-    pooling: str = "cls"
-    temperature: float | None = field(default=None, metadata={"help": "fixed temperature"})
-    learn_temperature: bool = True
-    freeze_image: bool = False
-    freeze_text: bool = False
-    init_from: str | None = field(default=None, metadata={"help": "checkpoint to fine-tune from"})
-    head: str = field(default="contrastive", metadata={
-        "help": "contrastive: score classes against prompt embeddings; linear: a linear classifier over the "
-                "classes on the image backbone (--model timm:<name>, torchvision:alexnet, or an openclip/hybrid "
-                "model's image tower, or --init-from a contrastive checkpoint)"})
-    init_head: str = field(default="random", metadata={
-        "help": "linear head from --init-from a contrastive checkpoint: zeroshot starts it at the class prompt "
-                "embeddings (logits = the zero-shot classifier's)"})
-    head_dropout: float = 0.0
-    # pose inputs (clipmg.pose; keypoints need the `pose` extra, MediaPipe)
-    pose_fusion: str = field(default="none", metadata={
-        "help": "fuse MediaPipe body and hand keypoints with the image embedding: concat or gated"})
-    keypoints: str | None = field(default=None, metadata={
-        "help": "keypoint cache folder (default: .clipmg_keypoints/ in the image root)"})
-    hand_crops: bool = field(default=False, metadata={
-        "help": "classify frames by their MediaPipe hand crops (max probability over crops)"})
-    hand_margin: float = field(default=0.3, metadata={"help": "hand box margin, times the box side"})
-    hand_full_frame: bool = field(default=True, metadata={"help": "hand crops: also score the full frame"})
-    # clips (clipmg.models.temporal): K frames of a clip (Video ID, in Frame ID order) at a time
-    clip_frames: int | None = field(default=None, metadata={
-        "help": "classify clips of K frames with a temporal head over the frame embeddings (training batches "
-                "clips; test.py then writes clip_predictions.csv)"})
-    temporal: str = field(default="mean", metadata={
-        "help": "clip model head: mean (pooling), attention (pooling), transformer (sees the frame order)"})
-    # text side
-    prompts: str | None = field(default=None, metadata={"help": "prompt set file or name"})
-    text_source: str = "caption"
-    # loss
-    loss: str = "ce"
-    contrast: str = "classes"
-    logit_adjust_tau: float = 0.0
-    balanced_sampler: str = "none"
-    class_weighting: str = field(default="none", metadata={"help": "linear head: class-weighted cross-entropy"})
-    focal_gamma: float = field(default=0.0, metadata={"help": "linear head: focal loss gamma (0: cross-entropy)"})
-    # optimisation
-    epochs: int = 10
-    batch_size: int = 64
-    lr_image: float | str = field(default=AUTO, metadata={
-        "help": "image tower learning rate, or auto: from its weights (random, CLIP, ImageNet, checkpoint)"})
-    lr_text: float | str = field(default=AUTO, metadata={"help": "text tower learning rate, or auto"})
-    lr_heads: float | str = field(default=AUTO, metadata={"help": "projection/class heads learning rate, or auto"})
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"
-    warmup: float = field(default=0.05, metadata={
-        "help": "learning-rate warm-up: below 1 a share of the optimizer steps, 1 or more a number of steps"})
-    plateau_patience: int = 2
-    grad_accum: int = 1
-    grad_clip: float | None = 1.0
-    precision: str = "auto"
-    max_steps_per_epoch: int | None = None
-    # fine-tuning tools (docs/fine_tuning.md)
-    ema_decay: float | None = field(default=None, metadata={
-        "help": "keep an EMA of the weights (e.g. 0.999), validated beside them; the better becomes best/"})
-    layer_decay: float = field(default=1.0, metadata={
-        "help": "layer-wise learning-rate decay of the towers (e.g. 0.75): a block's rate is its part's times "
-                "decay ** (blocks above it); 1 is off"})
-    lora_rank: int = field(default=0, metadata={
-        "help": "LoRA adapters of this rank on the trained towers (their weights frozen); 0 is off"})
-    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scale numerator (default: the rank)"})
-    lora_targets: str | None = field(default=None, metadata={
-        "help": "LoRA layers: linear, attention, conv or module names, comma-separated (default linear,attention)"})
-    grad_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute the towers' activations in the backward pass (less memory, more compute)"})
-    tta: str = field(default="none", metadata={"help": "test-time augmentation of validation: none, flip, crops"})
-    # run
-    output: str = "checkpoints/run"
-    seed: int = 42
-    device: str = "auto"
-    monitor: str = "top1"
-    patience: int | None = field(default=None, metadata={"help": "early stopping patience"})
-    save_every_steps: int | None = None
-    tensorboard: bool = True
-    hflip: bool = False
-    embed_every: int | None = field(default=None, metadata={"help": "projector of validation frames every N epochs"})
-    embed_max_images: int = 500
+    """Every setting of a run, flat (the names are the flags); each field's section and help are
+    its metadata, so `clipmg train --help` groups and documents them from here."""
+
+    metadata: str | None = _data(None, "train.xlsx or a .csv of frames (Path, Class, Video ID, Frame ID, Caption)")
+    labels: str | None = _data(None, "Clip_label.csv: class id, class name")
+    image_root: str | None = _data(None, "folder the Path column is relative to (default: training/ beside "
+                                         "--metadata)")
+    path_column: str = _data("Path", "metadata column of the image paths")
+    class_column: str = _data("Class", "metadata column of the class ids")
+    video_column: str = _data("Video ID", "metadata column naming each frame's clip")
+    frame_column: str = _data("Frame ID", "metadata column ordering the frames of a clip")
+    caption_column: str = _data("Caption", "metadata column of the frame captions")
+    split: str | None = _data(None, "split CSV from `clipmg split` (default: split --metadata here)")
+    split_by: str = _data("clip", "how a run without --split splits: by clip, subject, or frames (leaks)")
+    val_fraction: float = _data(0.2, "share of the frames in validation (it chooses best/), without --split")
+    test_fraction: float = _data(0.1, "share of the frames (whole clips, or subjects with --split-by subject) "
+                                       "set apart as a test part, without --split: it neither trains nor "
+                                       "chooses best/, and the run's final figures come from it; 0 keeps none")
+    subject_column: str | None = _data(None, "metadata column naming the subject, for --split-by subject")
+    skip_bad_images: bool = _data(False, "count unreadable images and go on instead of failing")
+    cache_frames: bool = _data(True, "decode each frame once per run, at the size training needs, into a "
+                                     "memory-mapped cache in the temporary folder (false: every epoch)")
+    workers: int | None = _data(None, "image decoding processes (default: chosen for the machine, "
+                                      "clipmg.utils.default_workers)")
+    model: str = _model("openclip:clipmg-small", "openclip:<model>, hybrid, timm:<name> or torchvision:alexnet")
+    pretrained: str | None = _model(None, "openclip: tag or weights file; timm/torchvision and hybrid: true/false "
+                                          "(or a weights file)")
+    image_pretrained: str | None = _model(None, "hybrid: the image tower's weights (true/false or a file), "
+                                                "overriding --pretrained")
+    text_pretrained: bool | None = _model(None, "hybrid: whether the text tower loads its pretrained weights, "
+                                                "overriding --pretrained")
+    image_encoder: str | None = _model(None, "hybrid: the image tower, timm:<name> (default timm:resnet50)")
+    text_encoder: str | None = _model(None, "hybrid: the text tower, hf:<name or folder> "
+                                            "(default hf:distilbert-base-uncased)")
+    embed_dim: int | None = _model(None, "hybrid: size of the shared embedding (default: the backend's)")
+    image_size: int | None = _model(None, "input size in pixels, overriding the model's")
+    pooling: str = _model("cls", "hybrid: text features from the first token (cls) or the mean of the tokens")
+    temperature: float | None = _model(None, "fixed contrastive temperature (default: the model's, learned)")
+    learn_temperature: bool = _model(True, "learn the temperature (with --temperature: starting from it)")
+    freeze_image: bool = _model(False, "keep the image tower's weights fixed")
+    freeze_text: bool = _model(False, "keep the text tower's weights fixed")
+    init_from: str | None = _model(None, "checkpoint to fine-tune from (its model: --model, --image-size ... "
+                                         "must match it or be left out)")
+    head: str = _model("contrastive", "contrastive: classes scored against prompt embeddings; linear: a linear "
+                                      "classifier over the image backbone (timm:, torchvision:, a tower, a "
+                                      "checkpoint)")
+    init_head: str = _model("random", "linear head from a contrastive --init-from: zeroshot starts it at the class "
+                                      "prompt embeddings")
+    head_dropout: float = _model(0.0, "linear head: dropout before it")
+    pose_fusion: str = _model("none", "fuse MediaPipe body and hand keypoints with the image embedding (the pose "
+                                      "extra)")
+    keypoints: str | None = _model(None, "keypoint cache folder (default: .clipmg_keypoints/ in the image root)")
+    hand_crops: bool = _model(False, "classify frames by their MediaPipe hand crops (max probability over crops)")
+    hand_margin: float = _model(0.3, "hand crops: box margin, times the box side")
+    hand_full_frame: bool = _model(True, "hand crops: also score the full frame")
+    clip_frames: int | None = _model(None, "classify clips of K frames (Video ID, in Frame ID order) with a "
+                                           "temporal head over the frame embeddings")
+    temporal: str = _model("mean", "clip model head: mean or attention pooling, or a transformer (sees the order)")
+    prompts: str | None = _text(None, "prompt set file or name (default: the built-in templates)")
+    text_source: str = _text("caption", "texts of the frames: their captions, their class prompt, or a prompt "
+                                        "template drawn at random")
+    loss: str = _loss("ce", "contrastive loss: label-aware cross-entropy, the original soft targets, or "
+                            "Jensen-Shannon")
+    contrast: str = _loss("classes", "contrast each frame with one text per class, or with the batch's texts")
+    logit_adjust_tau: float = _loss(0.0, "logit adjustment against class imbalance: tau * log(class prior); 0 is "
+                                         "off")
+    balanced_sampler: str = _loss("none", "draw training frames class-balanced: 1/count (inverse) or "
+                                          "1/sqrt(count)")
+    class_weighting: str = _loss("none", "linear head: class-weighted cross-entropy (1/count or 1/sqrt(count))")
+    focal_gamma: float = _loss(0.0, "linear head: focal loss gamma (0: cross-entropy)")
+    epochs: int = _optim(10, "passes over the training frames")
+    batch_size: int = _optim(64, "frames (or clips) per optimizer step and device")
+    lr_image: float | str = _optim(AUTO, "image tower learning rate, or auto: from its weights (random, CLIP, "
+                                         "ImageNet, checkpoint)")
+    lr_text: float | str = _optim(AUTO, "text tower learning rate, or auto")
+    lr_heads: float | str = _optim(AUTO, "projection/class heads learning rate, or auto")
+    weight_decay: float = _optim(0.01, "AdamW weight decay (not on biases and norms)")
+    scheduler: str = _optim("cosine", "learning-rate schedule: warm-up then cosine, halve on a plateau, or "
+                                      "constant")
+    warmup: float = _optim(0.05, "cosine warm-up: below 1 a share of the optimizer steps, 1 or more a number of "
+                                 "steps")
+    plateau_patience: int = _optim(2, "plateau schedule: epochs without progress before the rates halve")
+    grad_accum: int = _optim(1, "batches accumulated per optimizer step")
+    grad_clip: float | None = _optim(1.0, "clip the gradient norm to this (none: no clipping)")
+    precision: str = _optim("auto", "mixed precision: auto is bf16 (fp16 without it) on CUDA and fp32 elsewhere")
+    max_steps_per_epoch: int | None = _optim(None, "stop each epoch after this many steps (smoke tests)")
+    ema_decay: float | None = _tools(None, "keep an EMA of the weights (e.g. 0.999), validated beside them; the "
+                                           "better becomes best/")
+    layer_decay: float = _tools(1.0, "layer-wise learning-rate decay of the towers (e.g. 0.75); 1 is off")
+    lora_rank: int = _tools(0, "LoRA adapters of this rank on the trained towers (their weights frozen); 0 is off")
+    lora_alpha: float | None = _tools(None, "LoRA scale numerator (default: the rank)")
+    lora_targets: str | None = _tools(None, "LoRA layers: linear, attention, conv or module names, comma-separated "
+                                            "(default linear,attention)")
+    grad_checkpointing: bool = _tools(False, "recompute the towers' activations in the backward pass (less "
+                                             "memory, more compute)")
+    tta: str = _tools("none", "test-time augmentation of validation: a frame and its mirror image, or five crops")
+    output: str = _run("checkpoints/run", "run folder: best/, last/, config.yaml, split.csv, metrics")
+    seed: int = _run(42, "seed of the split, the initialisation and the batches")
+    device: str = _run("auto", "auto, cpu, cuda, cuda:1 ...")
+    monitor: str = _run("top1", "validation metric that picks best/ and early stopping")
+    patience: int | None = _run(None, "early stopping: epochs without a better --monitor (default: never stop)")
+    save_every_steps: int | None = _run(None, "also save last/ (resumable) every N optimizer steps")
+    tensorboard: bool = _run(True, "write TensorBoard logs to the run folder")
+    hflip: bool = _run(False, "training augmentation: mirror frames at random")
+    embed_every: int | None = _run(None, "write a projector of the validation frames every N epochs")
+    embed_max_images: int = _run(500, "projector: at most this many frames (class-stratified)")
 
     def validate(self) -> TrainConfig:
+        if self.monitor not in VALIDATION_METRICS:
+            raise DataError(f"config: monitor={self.monitor!r} is not a validation metric; choose from "
+                            f"{', '.join(VALIDATION_METRICS)}")
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -200,13 +229,56 @@ class TrainConfig:
             raise DataError(f"config: warmup must be 0 or more, got {self.warmup}")
         if self.workers is not None and self.workers < 0:
             raise DataError(f"config: workers must be 0 or more, got {self.workers}")
-        if self.monitor not in VALIDATION_METRICS:
-            raise DataError(f"config: monitor={self.monitor!r} is not a validation metric; choose from "
-                            f"{', '.join(VALIDATION_METRICS)}")
         if is_supervised_name(self.model) and self.head != "linear" and not self.init_from:
             raise DataError(f"--model {self.model} is an image backbone without a text tower: train it with "
                             "--head linear")
+        self._refuse_ignored_settings()
         return self
+
+    def given(self, *names: str) -> list[str]:
+        """The settings among `names` set to something other than their default."""
+        return [name for name in names if getattr(self, name) != DEFAULTS[name]]
+
+    def _refuse_ignored_settings(self) -> None:
+        """A setting the chosen mode would not use is an error, never silently dropped (the rules
+        across sections; `--init-from`'s are checked against the checkpoint, training.model)."""
+        for names, mode, reason in self._unused_settings():
+            ignored = self.given(*names)
+            if ignored:
+                shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored)
+                raise DataError(f"config: {shown} would be ignored: {reason}; drop {'it' if len(ignored) == 1 else 'them'}"
+                                f" or {mode}")
+
+    def _unused_settings(self):
+        """(settings, the mode that uses them, why they are unused now) of each rule that applies."""
+        if not self.init_from and self.model != "hybrid":
+            yield HYBRID_SETTINGS, "use --model hybrid", f"they set up --model hybrid, not {self.model}"
+        if not self.init_from and is_supervised_name(self.model):
+            yield ("temperature", "learn_temperature"), "use a contrastive model", \
+                f"{self.model} has no contrastive temperature"
+        if self.head == "linear":
+            yield ("loss", "contrast", "text_source"), "use --head contrastive", \
+                "a linear head trains with (class-weighted, focal) cross-entropy, not a contrastive loss"
+        else:
+            yield ("class_weighting", "focal_gamma", "head_dropout"), "use --head linear", \
+                "they shape a linear head's loss, and the head is contrastive"
+            if self.contrast == "batch":
+                yield ("logit_adjust_tau",), "use --contrast classes", "logit adjustment needs --contrast classes"
+        if self.pose_fusion == "none" and not self.hand_crops:
+            yield ("keypoints",), "use --pose-fusion or --hand-crops", "only pose fusion and hand crops read keypoints"
+        if not self.hand_crops:
+            yield ("hand_margin", "hand_full_frame"), "use --hand-crops", "they set up hand crops"
+        if not self.lora_rank:
+            yield ("lora_alpha", "lora_targets"), "give --lora-rank", "LoRA is off (lora_rank 0)"
+        if self.scheduler != "plateau":
+            yield ("plateau_patience",), "use --scheduler plateau", f"the scheduler is {self.scheduler}"
+        if self.split:
+            yield ("split_by", "val_fraction", "test_fraction", "subject_column"), "drop --split", \
+                f"the split comes from {self.split}"
+        elif self.split_by != "subject":
+            yield ("subject_column",), "use --split-by subject", "only a split by subject reads it"
+        if not self.embed_every:
+            yield ("embed_max_images",), "give --embed-every", "no projector is written without --embed-every"
 
     def wrapper_options(self, num_classes: int) -> dict:
         """`clipmg.models.compose_model` options: head, pose fusion, hand crops, clip model."""
@@ -240,8 +312,29 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: what `model_options` passes to `--model hybrid` alone
+HYBRID_SETTINGS = ("image_encoder", "text_encoder", "image_pretrained", "text_pretrained", "pooling", "embed_dim")
+#: what builds a model by name; with --init-from the checkpoint's model is used instead (training.model)
+BACKEND_SETTINGS = ("model", "pretrained", "image_size", "temperature", "learn_temperature", *HYBRID_SETTINGS)
+
+
 #: settings of earlier versions -> (their new name, how the value carries over)
 RENAMED = {"warmup_steps": ("warmup", float)}
+
+
+#: settings added later, and the value that gives a run saved before them its old behaviour
+SETTINGS_OF_EARLIER_RUNS = {"test_fraction": 0.0, "cache_frames": False}
+
+
+def with_settings_of_its_time(record: dict) -> dict:
+    """A saved run's settings, completed so that the run continues as it started: a run saved
+    before a setting existed gets the value that reproduces it (no test part, no frame cache)."""
+    record = dict(record)
+    for name, value in SETTINGS_OF_EARLIER_RUNS.items():
+        if name not in record and not (name == "test_fraction" and record.get("split")):
+            record[name] = value
+    return record
 
 
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:

@@ -4,7 +4,6 @@ or for a clip model (`clip_frames`) clips of K frames."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +13,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.errors import DataError
 from clipmg.training.config import TrainConfig
-from clipmg.utils import logger
-
-CPU_CORES_PER_WORKER = 8
+from clipmg.utils import default_workers, logger
 
 
 @dataclass
@@ -88,11 +85,8 @@ def frame_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, 
                               cache_frames=cfg.cache_frames if cache_frames is None else cache_frames)
 
 
-def default_train_workers(device: torch.device) -> int:
-    """Decoding processes for training: min(4, cores) beside a GPU; on the CPU each worker takes
-    a core from the model, so none below 8 cores (measured in docs/recipes.md)."""
-    cores = os.cpu_count() or 1
-    return min(4, cores) if device.type == "cuda" else min(4, cores // CPU_CORES_PER_WORKER)
+#: the one rule, `clipmg.utils.default_workers`, under the name the trainer imports
+default_train_workers = default_workers
 
 
 def run_items(frames: pd.DataFrame, clip_frames: int | None) -> pd.DataFrame:

@@ -5,10 +5,11 @@ towers, gradient checkpointing and LoRA adapters when asked."""
 from __future__ import annotations
 
 from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
+from clipmg.errors import DataError
 from clipmg.models import compose_model, create_model
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training.checkpointing import enable_grad_checkpointing
-from clipmg.training.config import TrainConfig
+from clipmg.training.config import BACKEND_SETTINGS, TrainConfig
 from clipmg.training.lora import apply_lora
 from clipmg.utils import logger
 
@@ -19,6 +20,7 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
     if cfg.init_from:
         source, config = load_checkpoint(cfg.init_from)
         logger.info("fine-tuning from %s (%s)", cfg.init_from, config["model"].get("name", ""))
+        refuse_settings_the_checkpoint_overrides(cfg, config, source)
         if not cfg.prompts:
             prompt_set = PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(cfg.init_from))
         model = compose_model(source, **cfg.wrapper_options(num_classes), source=str(cfg.init_from))
@@ -41,3 +43,39 @@ def init_zero_shot_head(model, class_ids: list[int], class_names: list[str], pro
     tower = model.backbone
     embeddings = build_class_embeddings(tower, class_names, prompt_set, class_ids=class_ids)
     model.init_zero_shot_head(embeddings, tower.scale().detach())
+
+
+def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, config: dict, source) -> None:
+    """With --init-from the model is the checkpoint's: a backend setting given with another value
+    than the checkpoint's (`--image-size 64` on a 96 px checkpoint) would be ignored, so it is an
+    error. A value the checkpoint has (its run's settings, its model's name and input size) is
+    accepted, so a run's settings can be passed on to its fine-tuning."""
+    record = config.get("train") or {}
+    conflicts = []
+    for name in cfg.given(*BACKEND_SETTINGS):
+        value = getattr(cfg, name)
+        accepted = {_hashable(record.get(name))}
+        if name == "model":
+            accepted |= _model_names(config.get("model") or {})
+        if name == "image_size":
+            accepted.add(source.preprocess_config.get("image_size"))
+        if _hashable(value) not in accepted:
+            has = sorted(str(a) for a in accepted if a is not None)
+            conflicts.append(f"{name}={value!r}" + (f" (the checkpoint's: {' or '.join(has)})" if has else ""))
+    if conflicts:
+        raise DataError(f"config: --init-from {cfg.init_from} fine-tunes the checkpoint's model, so "
+                        f"{', '.join(conflicts)} would be ignored: drop {'it' if len(conflicts) == 1 else 'them'}, "
+                        "or train a new model without --init-from")
+
+
+def _model_names(model_config: dict) -> set[str]:
+    """Every model name in a model_config and the configs it wraps (`name`, `backbone`)."""
+    names = {model_config.get(key) for key in ("name", "backbone")} - {None}
+    for value in model_config.values():
+        if isinstance(value, dict):
+            names |= _model_names(value)
+    return {str(name) for name in names}
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value

@@ -1,5 +1,5 @@
-"""AdamW over per-group learning rates (image tower, text tower, heads), LR schedules, and the
-mixed-precision policy."""
+"""AdamW over per-group learning rates (image tower, text tower, heads) and LR schedules; the
+mixed-precision policy is `clipmg.utils.autocast_dtype` (re-exported here for the trainer)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import torch
 from clipmg.training.config import TrainConfig
 from clipmg.training.layer_decay import apply_layer_decay
 from clipmg.training.recipes import warmup_steps
+from clipmg.utils import autocast_dtype
+
+__all__ = ["autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_warmup"]
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -43,16 +46,3 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5,
                                                           patience=cfg.plateau_patience), "epoch"
     return None, None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` ("auto", "fp32", "bf16", "fp16") on `device`: None
-    (fp32) on CPUs, where bf16 autocast trains about 20x slower than fp32 without AMX; bf16 on
-    GPUs that have it, else fp16."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16

@@ -14,6 +14,11 @@ import torch
 
 from clipmg.prompts import PromptSet
 
+#: what a step contrasts the frames with: one text per class, or the texts of the batch
+CONTRASTS = ("batch", "classes")
+#: the texts of a frame: its caption, its class prompt, or a prompt template drawn at random
+TEXT_SOURCES = ("caption", "prompt", "random_template")
+
 
 class TrainingTexts:
     def __init__(self, texts: list[str], text_labels: torch.Tensor, sample_text: torch.Tensor,

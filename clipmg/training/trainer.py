@@ -45,7 +45,11 @@ from clipmg.training.ema import create_ema, update_ema
 from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
 from clipmg.training.model import build_model
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
-from clipmg.training.recipes import not_learning_warning, random_start_notice, resolve_learning_rates
+from clipmg.training.recipes import (
+    not_learning_warning,
+    random_start_notice,
+    resolve_learning_rates,
+)
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
