@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clip_settings(settings: dict, **overrides) -> dict:
-    return {**settings, "clip_frames": 3, "temporal": "transformer", "batch_size": 4, **overrides}
+    # batch_size counts frames: 12 frames are 4 clips of 3
+    return {**settings, "clip_frames": 3, "temporal": "transformer", "batch_size": 12, **overrides}
 
 
 def make_trainer(settings: dict) -> Trainer:
@@ -30,10 +31,20 @@ def make_trainer(settings: dict) -> Trainer:
 def test_the_trainer_batches_clips_and_learns(tiny_train_settings, fit_one_batch, temporal, head):
     trainer = make_trainer(clip_settings(tiny_train_settings, temporal=temporal, head=head, scheduler="none"))
     assert len(trainer.train_dataset) == trainer.train_items["video_id"].nunique() == len(trainer.train_items)
+    assert trainer.batch_items == 4
     batch = next(iter(trainer.train_loader))
     assert batch["image"].shape == (4, 3, 3, 64, 64) and batch["frames"].shape == (4, 3)
     losses = fit_one_batch(trainer, 15)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_a_clip_model_gets_the_frame_models_steps_and_frames_an_epoch(tiny_train_settings):
+    frames = make_trainer({**tiny_train_settings, "batch_size": 6})
+    clips = make_trainer(clip_settings(tiny_train_settings, batch_size=6, clip_frames=2))
+    assert clips.batch_items == 3 and len(clips.train_dataset) < len(frames.train_dataset)
+    assert clips.steps_per_epoch == frames.steps_per_epoch
+    drawn = [index for batch in clips.train_loader for index in batch["index"].tolist()]
+    assert len(drawn) * 2 >= len(frames.train_dataset) and set(drawn) == set(range(len(clips.train_dataset)))
 
 
 def test_resume_of_a_clip_run_is_exact(tiny_train_settings, tmp_path, assert_same_weights):

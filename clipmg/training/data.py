@@ -4,6 +4,7 @@ or for a clip model (`clip_frames`) clips of K frames."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def run_items(frames: pd.DataFrame, clip_frames: int | None) -> pd.DataFrame:
     """What a run trains on and validates, one row each: the frames, or with `clip_frames` the
     clips (`clipmg.data.clip_table`: their first frame's columns, class and caption)."""
     return cdata.clip_table(frames) if clip_frames else frames
+
+
+def batch_budget(frames: int, items: int, batch_size: int, clip_frames: int | None) -> tuple[int, int]:
+    """(items per batch, items drawn per epoch). A frame model: `batch_size` frames, each frame
+    once. A clip model of K frames keeps the frame model's budget: `batch_size` frames a step
+    (batch_size // K clips) and as many frames an epoch, so clips are drawn `frames / K` times an
+    epoch (at least once each). The same --epochs then gives a clip model the frame model's
+    optimizer steps, not 1/K of them."""
+    if not clip_frames:
+        return batch_size, items
+    return max(1, batch_size // clip_frames), max(items, math.ceil(frames / clip_frames))
 
 
 def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool):

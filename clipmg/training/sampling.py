@@ -22,8 +22,9 @@ class SeededSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, num_items: int, seed: int, env: ddp.DistEnv, batch_size: int,
-                 weights: torch.Tensor | None = None):
+                 weights: torch.Tensor | None = None, draws: int | None = None):
         self.num_items, self.seed, self.env, self.weights = num_items, seed, env, weights
+        self.draws = num_items if draws is None else draws  # items an epoch: more repeats the permutation
         self.batch_size = batch_size
         self.epoch, self.skip = 0, 0
 
@@ -33,9 +34,12 @@ class SeededSampler(torch.utils.data.Sampler):
     def epoch_order(self) -> list[int]:
         generator = torch.Generator().manual_seed(step_seed(self.seed, self.epoch))
         if self.weights is None:
-            order = torch.randperm(self.num_items, generator=generator).tolist()
+            rounds = math.ceil(self.draws / self.num_items)
+            # draw d of round r is key r * num_items + index: its augmentation differs from round to round
+            order = [r * self.num_items + i for r in range(rounds)
+                     for i in torch.randperm(self.num_items, generator=generator).tolist()][:self.draws]
         else:
-            order = torch.multinomial(self.weights, self.num_items, replacement=True, generator=generator).tolist()
+            order = torch.multinomial(self.weights, self.draws, replacement=True, generator=generator).tolist()
         world, rank = self.env.world_size, self.env.rank
         order += order[: self.per_rank * world - len(order)]  # pad so every rank steps alike
         global_batch = world * self.batch_size
@@ -53,16 +57,16 @@ class SeededSampler(torch.utils.data.Sampler):
 
     @property
     def per_rank(self) -> int:
-        return math.ceil(self.num_items / self.env.world_size)
+        return math.ceil(self.draws / self.env.world_size)
 
     def __len__(self) -> int:
         return max(0, self.per_rank - self.skip)
 
 
 class EpochSeededDataset(torch.utils.data.Dataset):
-    """Seeds the augmentation of each item from (seed, epoch, index): same pixels whatever the
-    number of workers or the point a run was resumed from. Keys are `(epoch, index)` pairs
-    (from `SeededSampler`)."""
+    """Seeds the augmentation of each item from (seed, epoch, draw): same pixels whatever the
+    number of workers or the point a run was resumed from. Keys are `(epoch, draw)` pairs (from
+    `SeededSampler`); draw `r * len + index` is round r's draw of item `index`."""
 
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed = dataset, seed
@@ -71,6 +75,6 @@ class EpochSeededDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        self.dataset.set_random_seed(step_seed(self.seed, epoch, index))
-        return self.dataset[index]
+        epoch, draw = key
+        self.dataset.set_random_seed(step_seed(self.seed, epoch, draw))
+        return self.dataset[draw % len(self.dataset)]

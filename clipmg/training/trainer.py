@@ -35,6 +35,7 @@ from clipmg.prompts import load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
 from clipmg.training.data import (
+    batch_budget,
     default_train_workers,
     load_run_data,
     loader_options,
@@ -138,18 +139,20 @@ class Trainer:
                                       dtype=torch.float32)
         self.train_dataset = EpochSeededDataset(run_dataset(self.data, self.train_df, self.model, cfg, train=True),
                                                 cfg.seed)
-        sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, cfg.batch_size, weights)
-        loader = DataLoader(self.train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
+        self.batch_items, draws = batch_budget(len(self.train_df), len(self.train_dataset), cfg.batch_size,
+                                               getattr(self.model, "clip_frames", None))
+        sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, self.batch_items, weights, draws=draws)
+        loader = DataLoader(self.train_dataset, batch_size=self.batch_items, sampler=sampler, drop_last=False,
                             **loader_options(self.workers, self.device))
         return loader, sampler
 
     def _val_loader(self):
         return DataLoader(run_dataset(self.data, self.val_df, self.model, self.cfg, train=False),
-                          batch_size=self.cfg.batch_size * 2, shuffle=False,
+                          batch_size=self.batch_items * 2, shuffle=False,
                           **loader_options(self.workers, self.device))
 
     def _optimizer_steps_per_epoch(self) -> int:
-        batches = math.ceil(self.train_sampler.per_rank / self.cfg.batch_size)
+        batches = math.ceil(self.train_sampler.per_rank / self.batch_items)
         if self.cfg.max_steps_per_epoch:
             batches = min(batches, self.cfg.max_steps_per_epoch * self.cfg.grad_accum)
         return max(1, math.ceil(batches / self.cfg.grad_accum))
@@ -250,8 +253,8 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         skip_batches = self.state["step_in_epoch"]
-        self.train_sampler.set_epoch(epoch, skip=skip_batches * cfg.batch_size)
-        total_batches = math.ceil(self.train_sampler.per_rank / cfg.batch_size)
+        self.train_sampler.set_epoch(epoch, skip=skip_batches * self.batch_items)
+        total_batches = math.ceil(self.train_sampler.per_rank / self.batch_items)
         limit = cfg.max_steps_per_epoch * cfg.grad_accum if cfg.max_steps_per_epoch else None
         losses, seen, start = [], 0, time.perf_counter()
         bar = progress(self.train_loader, total=total_batches - skip_batches,
