@@ -164,9 +164,35 @@ def test_write_and_read_split(tmp_path):
 def test_read_split_rejects_bad_split_values(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text(
-        "Path,Class,Video ID,Frame ID,Caption,split\n1/1.0.jpg,1,1,0,a,train\n1/2.0.jpg,1,2,0,a,test\n"
+        "Path,Class,Video ID,Frame ID,Caption,split\n1/1.0.jpg,1,1,0,a,train\n1/2.0.jpg,1,2,0,a,holdout\n"
     )
-    with pytest.raises(DataError, match="s.csv row 3, column 'split': 'test'"):
+    with pytest.raises(DataError, match="s.csv row 3, column 'split': 'holdout'"):
         read_split(path)
     with pytest.raises(DataError, match="no 'split' column"):
         subset(demo_like_frame(), "val")
+
+
+@pytest.mark.parametrize("by,column", [("clip", None), ("subject", "subject")])
+def test_a_test_part_is_set_apart_from_training_and_validation(by, column):
+    df = demo_like_frame(clips_per_class=(12, 10, 8, 8, 6, 6))
+    split = split_dataset(df, by=by, subject_column=column, val_fraction=0.2, test_fraction=0.2, seed=3)
+    parts = [set(split.train_index), set(split.val_index), set(split.test_index)]
+    assert all(parts) and sum(map(len, parts)) == len(df) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    unit = df["video_id"] if by == "clip" else df["subject"]
+    seen = set(unit.iloc[np.r_[split.train_index, split.val_index]])
+    assert not seen & set(unit.iloc[split.test_index])
+    assert split.report["rows_test"] == len(split.test_index) and split.report["test_leakage"] == 0.0
+
+
+def test_a_split_with_a_test_part_round_trips_through_its_csv(tmp_path):
+    df = demo_like_frame(clips_per_class=(12, 10, 8, 8, 6, 6))
+    split = split_dataset(df, test_fraction=0.2, seed=0)
+    csv, _ = write_split(split, df, tmp_path / "split.csv")
+    back = read_split(csv)
+    assert (back["split"] == "test").sum() == len(split.test_index)
+    assert len(subset(back, "train")) == len(split.train_index)
+
+
+def test_a_test_part_that_leaves_nothing_to_train_on_is_refused():
+    with pytest.raises(DataError, match="test_fraction"):
+        split_dataset(demo_like_frame(), val_fraction=0.5, test_fraction=0.5)

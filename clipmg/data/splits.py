@@ -278,16 +278,16 @@ def subset(
     which: str,
     split: Split | None = None,
 ) -> pd.DataFrame:
-    """The `which` ("train" or "val") rows of a split CSV, of a DataFrame with a `split`
+    """The `which` ("train", "val" or "test") rows of a split CSV, of a DataFrame with a `split`
     column, or of a DataFrame and the Split made from it; positions renumbered from 0."""
     if which not in SPLIT_NAMES:
-        raise DataError(f"which must be 'train' or 'val', got {which!r}")
+        raise DataError(f"which must be one of {', '.join(SPLIT_NAMES)}, got {which!r}")
     if isinstance(df_or_split_csv, (str, os.PathLike)):
         df = read_split(df_or_split_csv)
     else:
         df = df_or_split_csv
     if split is not None:
-        positions = split.train_index if which == "train" else split.val_index
+        positions = {"train": split.train_index, "val": split.val_index, "test": split.test_index}[which]
         return df.iloc[positions].reset_index(drop=True)
     if "split" not in df.columns:
         raise DataError("this metadata has no 'split' column; pass the Split, or a split CSV")
