@@ -21,7 +21,7 @@ from clipmg.inference.tta import TTA_MODES
 from clipmg.losses import CLASS_WEIGHTINGS, LOSS_NAMES
 from clipmg.metrics import VALIDATION_METRICS
 from clipmg.models.hybrid import POOLINGS
-from clipmg.models.registry import HEAD_KINDS, POSE_FUSIONS
+from clipmg.models.registry import DEFAULT_MODEL, HEAD_KINDS, POSE_FUSIONS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
 from clipmg.models.temporal import TEMPORAL_HEADS
 from clipmg.training.recipes import AUTO
@@ -96,7 +96,7 @@ class TrainConfig:
                                      "memory-mapped cache in the temporary folder (false: every epoch)")
     workers: int | None = _data(None, "image decoding processes (default: chosen for the machine, "
                                       "clipmg.utils.default_workers)")
-    model: str = _model("openclip:clipmg-small", "openclip:<model>, hybrid, timm:<name> or torchvision:alexnet")
+    model: str = _model(DEFAULT_MODEL, "openclip:<model>, hybrid, timm:<name> or torchvision:alexnet")
     pretrained: str | None = _model(None, "openclip: tag or weights file; timm/torchvision and hybrid: true/false "
                                           "(or a weights file)")
     image_pretrained: str | None = _model(None, "hybrid: the image tower's weights (true/false or a file), "
