@@ -23,3 +23,8 @@ class CheckpointError(ClipmgError):
 
 class TrainingError(ClipmgError):
     """Training cannot go on (NaN loss, bad config); the last good checkpoint is kept."""
+
+
+class OutputError(ClipmgError):
+    """A place the results cannot be written to (a folder where a file is wanted, a parent that is
+    a file, no permission, a full disk). The message names the path and says what was kept."""

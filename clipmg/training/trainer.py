@@ -31,6 +31,7 @@ from clipmg.losses import (
     contrastive_loss,
 )
 from clipmg.models import model_extras
+from clipmg.outputs import check_output_folder
 from clipmg.prompts import load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
@@ -67,6 +68,7 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def setup(self) -> None:
         cfg = self.cfg
+        check_output_folder(self.run_dir, "--output")
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
