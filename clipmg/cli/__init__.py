@@ -17,6 +17,7 @@ from clipmg.cli import (
     demo,
     embed,
     export,
+    imports,
     keypoints,
     predict,
     probe,
@@ -28,7 +29,7 @@ from clipmg.cli import (
 from clipmg.errors import ClipmgError
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
-COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, wise, export, push)
+COMMANDS = (data, train, demo, predict, embed, prompts, probe, compare, keypoints, wise, export, push, imports)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,7 +63,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[-1][:200]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        reason = next((line for line in lines if "global" in line.lower()), lines[0]).split(". Please")[0][:200]
         raise CheckpointError(f"{path} refused: it holds Python objects beyond tensors, which clipmg never loads "
                               f"(nothing in it ran; {reason}); {HOW}") from error
     except Exception as error:  # a damaged or foreign file: torch and safetensors raise many types
