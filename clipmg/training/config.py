@@ -14,6 +14,7 @@ from clipmg.errors import DataError
 from clipmg.inference.tta import TTA_MODES
 from clipmg.metrics import VALIDATION_METRICS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
+from clipmg.training.preemption import parse_signal
 from clipmg.training.recipes import AUTO
 from clipmg.utils import atomic_write_text
 
@@ -141,6 +142,8 @@ class TrainConfig:
     monitor: str = "top1"
     patience: int | None = field(default=None, metadata={"help": "early stopping patience"})
     save_every_steps: int | None = None
+    preempt_signal: str | None = field(default=None, metadata={
+        "help": "a signal that, like SIGTERM, stops training after the current step with last/ saved (e.g. USR1)"})
     tensorboard: bool = True
     hflip: bool = False
     embed_every: int | None = field(default=None, metadata={"help": "projector of validation frames every N epochs"})
@@ -154,6 +157,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise DataError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        parse_signal(self.preempt_signal)
         for name in ("embed_every", "save_every_steps", "patience", "max_steps_per_epoch"):
             value = getattr(self, name, None)
             if value is not None and value < (0 if name == "patience" else 1):

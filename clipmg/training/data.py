@@ -14,6 +14,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.errors import DataError
 from clipmg.training.config import TrainConfig
+from clipmg.training.preemption import ignore_preemption_signals
 from clipmg.utils import logger
 
 CPU_CORES_PER_WORKER = 8
@@ -108,4 +109,4 @@ def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, tr
 
 def loader_options(workers: int, device: torch.device) -> dict:
     return {"num_workers": workers, "collate_fn": cdata.collate_frames, "persistent_workers": workers > 0,
-            "pin_memory": device.type == "cuda"}
+            "pin_memory": device.type == "cuda", "worker_init_fn": ignore_preemption_signals if workers else None}

@@ -17,12 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
-from clipmg.checkpoint import (
-    WEIGHTS,
-    load_trainer_state,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from clipmg.checkpoint import save_checkpoint
 from clipmg.errors import TrainingError
 from clipmg.losses import (
     class_prior_bias,
@@ -43,10 +38,12 @@ from clipmg.training.data import (
     run_items,
 )
 from clipmg.training.ema import create_ema, update_ema
-from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
+from clipmg.training.lora import adapter_state, merged_copy
 from clipmg.training.model import build_model
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
+from clipmg.training.preemption import PreemptionWatch
 from clipmg.training.recipes import not_learning_warning, resolve_learning_rates
+from clipmg.training.resume import restore
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
@@ -64,11 +61,15 @@ class Trainer:
         self.device = ddp.device_for(self.env, self.device)
         self.workers = default_train_workers(self.device) if cfg.workers is None else cfg.workers
         self.writer = None
+        self.preemption = PreemptionWatch()  # idle until fit() enters it
 
     # ----------------------------------------------------------------- set-up
     def setup(self) -> None:
         cfg = self.cfg
         check_output_folder(self.run_dir, "--output")
+        if self.env.is_main and self.resume_from is None:  # settings first: a kill from now on leaves a resumable run
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
@@ -101,7 +102,7 @@ class Trainer:
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
                       "epochs_without_improvement": 0, "history": []}
         if self.resume_from is not None:
-            self._restore(self.resume_from)
+            restore(self, self.resume_from)
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -172,20 +173,6 @@ class Trainer:
         return class_prior_bias(counts / counts.sum(), self.cfg.logit_adjust_tau).to(self.device)
 
     # ----------------------------------------------------------------- resume
-    def _restore(self, run: Path) -> None:
-        folder = resolve_checkpoint(run / "last" if (run / "last").exists() else run)
-        state = load_trainer_state(folder)
-        load_training_weights(self.model, folder / WEIGHTS, state.get("adapters"))
-        if self.ema is not None:  # a run started without EMA starts it at the resumed weights
-            self.ema.module.load_state_dict(state.get("ema") or self.model.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.state = state["trainer"]
-        logger.info("resumed %s at epoch %d, step %d", run, self.state["epoch"], self.state["step_in_epoch"])
-
     def _trainer_state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
@@ -269,8 +256,11 @@ class Trainer:
             if (batch_number + 1) % cfg.grad_accum == 0 or batch_number + 1 == total_batches:
                 self._optimizer_step()
                 self.state["step_in_epoch"] = batch_number + 1
-                if cfg.save_every_steps and self.state["global_step"] % cfg.save_every_steps == 0:
+                stop = self.preemption.stop_now(self.env, self.device)
+                if stop or (cfg.save_every_steps and self.state["global_step"] % cfg.save_every_steps == 0):
                     self.save("last")
+                if stop:
+                    raise self.preemption.stop(self.run_dir, self.state, self.env)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", samples_s=f"{seen / (time.perf_counter() - start):.1f}")
         elapsed = time.perf_counter() - start
         return {"loss": float(np.mean(losses)) if losses else float("nan"),
@@ -357,11 +347,17 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict:
-        self.setup()
+        with PreemptionWatch(self.cfg.preempt_signal) as self.preemption:
+            self.setup()
+            return self._loop()
+
+    def _loop(self) -> dict:
         try:
             for epoch in range(self.state["epoch"], self.cfg.epochs):
                 train_stats = self.train_epoch(epoch)
                 stop = self._end_epoch(epoch, train_stats, self.validate()) if self.env.is_main else False
+                if self.preemption.stop_now(self.env, self.device) and epoch + 1 < self.cfg.epochs:
+                    raise self.preemption.stop(self.run_dir, self.state, self.env)  # last/ was saved at the epoch's end
                 if ddp.broadcast_flag(stop, self.env):
                     logger.info("early stop: %s did not improve for %d epochs", self.cfg.monitor,
                                 self.state["epochs_without_improvement"])
