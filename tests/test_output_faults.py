@@ -194,3 +194,10 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused_in_one_line(checkpoint, t
     (tmp_path / "best").write_text("a file")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         save_checkpoint(tmp_path / "best", model, {"class_ids": [1], "class_names": ["a"]})
+
+
+def test_a_report_page_that_is_a_folder_is_refused_before_any_image_is_read(checkpoint, frames, tmp_path, capsys,
+                                                                            monkeypatch):
+    no_image_may_be_read(monkeypatch)
+    code = main([*predict(checkpoint, frames, tmp_path / "p.csv"), "--report", str(tmp_path)])
+    assert f"--report {tmp_path} is a folder" in one_line_error(capsys, code)

@@ -15,14 +15,18 @@ from clipmg.cli.options import (
 )
 from clipmg.cli.report import print_metrics
 from clipmg.inference import evaluate_checkpoint, predict_csv
+from clipmg.outputs import check_output_file
 from clipmg.visual import write_html_report
 
 SKIPS_PRINTED = 20
 
 
 def converted_checkpoints(args) -> None:
-    """A state dict file among --checkpoint, converted to a checkpoint folder on the fly."""
+    """A state dict file among --checkpoint, converted to a checkpoint folder on the fly; the
+    --report page's place checked before any image is read."""
     args.checkpoint = [folder_for(c, args.labels) for c in args.checkpoint]
+    if args.report:
+        check_output_file(args.report, "--report")
 
 
 def predict(args) -> int:
