@@ -201,3 +201,10 @@ def test_a_report_page_that_is_a_folder_is_refused_before_any_image_is_read(chec
     no_image_may_be_read(monkeypatch)
     code = main([*predict(checkpoint, frames, tmp_path / "p.csv"), "--report", str(tmp_path)])
     assert f"--report {tmp_path} is a folder" in one_line_error(capsys, code)
+
+
+def test_an_embed_logdir_that_is_a_file_is_refused_in_one_line(checkpoint, frames, tmp_path, capsys):
+    taken = tmp_path / "runs"
+    taken.write_text("a file")
+    code = main(["embed", "--checkpoint", str(checkpoint), "--metadata", str(frames), "--logdir", str(taken)])
+    assert f"--logdir {taken} is a file" in one_line_error(capsys, code)
