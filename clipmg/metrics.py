@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from clipmg.outputs import output_errors
 from clipmg.utils import atomic_write_text
 
 #: what validation reports each epoch (`--monitor` chooses one)
@@ -225,16 +226,18 @@ def write_report(logits: torch.Tensor, targets: torch.Tensor, class_names: list[
         metrics.update(clip_model_metrics(*clip_model))
     report = per_class_report(logits, targets, class_names, class_ids)
     cm = confusion(logits, targets, num_classes)
-    for path in paths.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    report.to_csv(paths["per_class"], index=False, float_format="%.6g")
-    tick = [f"{cid}: {name}" for cid, name in zip(class_ids or range(num_classes), class_names)]
-    pd.DataFrame(cm, index=pd.Index(tick, name="true \\ predicted"), columns=tick).to_csv(paths["confusion"])
-    plot_confusion(cm, tick, paths["confusion_png"],
-                   title=f"{metrics['n_images']} frames, top1 {metrics['top1']:.3f}, "
-                         f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
-    metrics = {**metrics, **(extra or {})}
-    document = {**metrics, "per_class": report.to_dict(orient="records"),
-                "files": {k: str(v) for k, v in paths.items()}}
-    atomic_write_text(paths["metrics"], json.dumps(_json_ready(document), indent=2) + "\n")
+    kept = f"{paths['metrics']} (written last) keeps its earlier content, if any"
+    with output_errors(paths["metrics"], kept):
+        for path in paths.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        report.to_csv(paths["per_class"], index=False, float_format="%.6g")
+        tick = [f"{cid}: {name}" for cid, name in zip(class_ids or range(num_classes), class_names)]
+        pd.DataFrame(cm, index=pd.Index(tick, name="true \\ predicted"), columns=tick).to_csv(paths["confusion"])
+        plot_confusion(cm, tick, paths["confusion_png"],
+                       title=f"{metrics['n_images']} frames, top1 {metrics['top1']:.3f}, "
+                             f"balanced accuracy {metrics['balanced_accuracy']:.3f}")
+        metrics = {**metrics, **(extra or {})}
+        document = {**metrics, "per_class": report.to_dict(orient="records"),
+                    "files": {k: str(v) for k, v in paths.items()}}
+        atomic_write_text(paths["metrics"], json.dumps(_json_ready(document), indent=2) + "\n")
     return metrics

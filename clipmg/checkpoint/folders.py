@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from clipmg.checkpoint.card import CARD, model_card
 from clipmg.checkpoint.hub import download_checkpoint, is_hub_reference
 from clipmg.errors import CheckpointError
+from clipmg.outputs import check_output_folder, output_errors, write_failed
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -32,9 +33,12 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
     """Write ``model``'s weights, ``config`` and the model card made from it (plus trainer state) to
     ``folder`` atomically. Each of ``extra_writers`` is called with the staging folder to add its
     own files (e.g. the learned prompt context, ``prompt_learner.safetensors``)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    folder = check_output_folder(folder, "checkpoint")
+    kept = (f"the previous checkpoint in {folder} is untouched" if (folder / WEIGHTS).is_file()
+            else "no checkpoint was written")
+    with output_errors(folder, kept):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(_unshare(state), staging / WEIGHTS)
@@ -49,6 +53,9 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
         for write in extra_writers:
             write(staging)
         _replace_folder(staging, folder)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_failed(folder, error, kept) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -71,7 +78,12 @@ def _replace_folder(staging: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
-    staging.rename(folder)
+    try:
+        staging.rename(folder)
+    except OSError:
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # the previous checkpoint back in its place
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -79,6 +91,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a checkpoint folder or a run folder (then its ``best/``, else ``last/``), local or
     on the Hugging Face Hub (``hf-hub:org/name[/subfolder][@revision]``, through the cache)."""
     path = download_checkpoint(path) if is_hub_reference(path) else Path(path)
+    if path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is a file: a clipmg checkpoint is a folder holding {WEIGHTS} and {CONFIG} (a run's "
+            f"best/ or last/). A state dict of the original project's CLIPModel converts with `clipmg import --from "
+            f"{path} --out FOLDER --labels Clip_label.csv`"
+        )
     if (path / CONFIG).is_file():
         return path
     for child in ("best", "last"):

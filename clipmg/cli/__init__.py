@@ -17,6 +17,7 @@ from clipmg.cli import (
     demo,
     embed,
     export,
+    imports,
     keypoints,
     lab,
     predict,
@@ -26,10 +27,11 @@ from clipmg.cli import (
     train,
     wise,
 )
-from clipmg.errors import ClipmgError
+from clipmg.errors import ClipmgError, Preempted
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress
 
-COMMANDS = (data, train, demo, predict, embed, prompts, lab, probe, compare, keypoints, wise, export, push)
+COMMANDS = (data, train, demo, predict, embed, prompts, lab, probe, compare, keypoints, wise, export, push,
+            imports)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory_for_reuse()
     try:
         return args.func(args)
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return exc.exit_status
     except ClipmgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,10 +11,14 @@ from clipmg.cli.options import (
     columns_from_args,
 )
 from clipmg.jobs.embed import DEFAULT_MAX_IMAGES, embed_checkpoint
+from clipmg.outputs import check_output_file, check_output_folder
 from clipmg.visual import DEFAULT_TAG, DEFAULT_THUMB_SIZE, MAP_METHODS
 
 
 def run(args) -> int:
+    check_output_folder(args.logdir, "--logdir")  # before any image is read
+    if args.map_out:
+        check_output_file(args.map_out, "--map-out")
     columns = columns_from_args(args)
     summary = embed_checkpoint(args.checkpoint, args.metadata, args.logdir, labels=args.labels, split=args.split,
                                subset=args.subset, max_images=args.max_images, per_class=args.per_class,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipmg.cli.imports import folder_for
 from clipmg.cli.options import (
     add_classify_arguments,
     add_column_arguments,
@@ -14,12 +15,22 @@ from clipmg.cli.options import (
 )
 from clipmg.cli.report import print_metrics
 from clipmg.inference import evaluate_checkpoint, predict_csv
+from clipmg.outputs import check_output_file
 from clipmg.visual import write_html_report
 
 SKIPS_PRINTED = 20
 
 
+def converted_checkpoints(args) -> None:
+    """A state dict file among --checkpoint, converted to a checkpoint folder on the fly; the
+    --report page's place checked before any image is read."""
+    args.checkpoint = [folder_for(c, args.labels) for c in args.checkpoint]
+    if args.report:
+        check_output_file(args.report, "--report")
+
+
 def predict(args) -> int:
+    converted_checkpoints(args)
     summary = predict_csv(args.checkpoint, args.imagepathscsv, column=args.columnname, output=args.output,
                           image_root=args.image_root, labels=args.labels, prompts=args.prompts,
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
@@ -71,6 +82,7 @@ def write_report_page(args, files, gallery, title: str) -> None:
 
 
 def evaluate(args) -> int:
+    converted_checkpoints(args)
     metrics = evaluate_checkpoint(args.checkpoint, args.metadata, labels=args.labels, split=args.split,
                                   subset=args.subset, out_dir=args.out, image_root=args.image_root,
                                   columns=columns_from_args(args), prompts=args.prompts, batch_size=args.batch_size,

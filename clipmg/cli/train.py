@@ -7,6 +7,7 @@ import dataclasses
 import json
 import typing
 
+from clipmg.cli.imports import folder_for
 from clipmg.training import TrainConfig, config_from_dict, load_config, load_run_config, train
 from clipmg.training.config import CHOICES, SECTIONS
 
@@ -84,7 +85,10 @@ def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainC
 
 def run(args) -> int:
     base = load_run_config(args.resume) if args.resume else None
-    summary = train(resolve_config(args, base=base), resume=args.resume)
+    cfg = resolve_config(args, base=base)
+    if cfg.init_from:
+        cfg = dataclasses.replace(cfg, init_from=folder_for(cfg.init_from, cfg.labels))
+    summary = train(cfg, resume=args.resume)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -22,6 +22,7 @@ from clipmg.inference.gallery import MisclassifiedGallery
 from clipmg.inference.predict_csv import DEFAULT_TOPK, MAX_LISTED_SKIPS
 from clipmg.inference.scoring import check_inference_options, prediction_frame, score_images
 from clipmg.metrics import write_report
+from clipmg.outputs import check_output_file, check_output_folder, output_errors
 from clipmg.utils import atomic_output, progress
 
 
@@ -57,6 +58,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     columns = columns or cdata.Columns()
     classifier = classifier or load_classifier(checkpoint, weights, device=device, labels=labels, prompts=prompts,
                                                tta=tta)
+    checkpoint_folder = classifier.checkpoint or Path(checkpoint)
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_folder, output_name(classifier))
+    paths = {"metrics": out / "metrics.json", "per_class": out / "per_class.csv",
+             "confusion": out / "confusion.csv", "confusion_png": out / "confusion.png"}
+    check_output_folder(out, "--out")
+    for path in (*paths.values(), out / "predictions.csv", out / "clip_predictions.csv"):
+        check_output_file(path, "--out")
     frames, source = cdata.select_frames(metadata, classifier.label_table, split, subset, columns)
     roots = image_roots(image_root, metadata=metadata, config=classifier.config)
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
@@ -73,10 +81,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     if not ok.any():
         raise ImageError(f"none of the {len(frames)} images of {source} could be read "
                          f"(first: {scored.reasons[0][2]})")
-    checkpoint_folder = classifier.checkpoint or Path(checkpoint)
-    out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_folder, output_name(classifier))
-    paths = {"metrics": out / "metrics.json", "per_class": out / "per_class.csv",
-             "confusion": out / "confusion.csv", "confusion_png": out / "confusion.png"}
     keep = torch.from_numpy(ok)
     metrics = write_report(
         scored.logits[keep], targets[keep], classifier.class_names, paths, class_ids=classifier.class_ids,
@@ -88,9 +92,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
                "subset": subset if split is not None else None, "out_dir": str(out)})
     standard = [c for c in ("path", "class_id", "video_id", "frame_id", "caption", "row") if c in frames]
     predictions = pd.concat([frames[standard], prediction_frame(scored.logits, scored.status, classifier, topk)], axis=1)
-    with atomic_output(out / "predictions.csv") as handle:
+    with output_errors(out / "predictions.csv"), atomic_output(out / "predictions.csv") as handle:
         predictions.to_csv(handle, index=False, float_format="%.6f", lineterminator="\n")
-    with atomic_output(out / "clip_predictions.csv") as handle:
+    with output_errors(out / "clip_predictions.csv"), atomic_output(out / "clip_predictions.csv") as handle:
         clips.table(topk, "video_id", labelled=True).to_csv(handle, index=False, float_format="%.6f",
                                                             lineterminator="\n")
     metrics["metrics_files"] = {key: str(value) for key, value in paths.items()}

@@ -35,6 +35,7 @@ from clipmg.inference.scoring import (
     score_images,
 )
 from clipmg.metrics import write_report
+from clipmg.outputs import check_output_file, output_errors, streamed_output
 from clipmg.utils import atomic_output, logger, progress
 
 DEFAULT_TOPK = 5
@@ -189,7 +190,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
                 skip_missing: bool = False, workers: int | None = None, class_column: str = "Class",
                 caption_column: str = "Caption", video_column: str = "Video ID", frame_column: str = "Frame ID",
-                chunk_rows: int = CHUNK_ROWS, weights: Sequence[float] | None = None, tta: str = "none",
+                chunk_rows: int | None = None, weights: Sequence[float] | None = None, tta: str = "none",
                 classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
     """Classify every image listed in `column` of `csv`; write one prediction per input row.
 
@@ -214,6 +215,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     misclassified frames per true class, for the HTML report (`MisclassifiedGallery.to_dict`).
     """
     csv_path = Path(csv)
+    chunk_rows = chunk_rows or CHUNK_ROWS
     check_inference_options(batch_size, topk, workers)
     header = read_header(csv_path)
     path_column = cdata.find_column(header, column, csv_path)
@@ -223,6 +225,8 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     output = Path(output) if output is not None else default_output(csv_path)
     if output.resolve() == csv_path.resolve():
         raise DataError(f"--output {output} is the input CSV itself; choose another file")
+    for path in (output, clip_predictions_path(output), *report_paths(output).values()):
+        check_output_file(path, "--output")
     label_columns = LabelColumns(class_=cdata.find_column(header, class_column, csv_path),
                                  caption=cdata.find_column(header, caption_column, csv_path),
                                  video=cdata.find_column(header, video_column, csv_path))
@@ -251,7 +255,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     n_skipped = n_unlabelled = 0
     start = time.perf_counter()
     first_row = 2
-    with atomic_output(output) as handle, progress(total=n_rows, desc="predict", unit="img") as bar:
+    with streamed_output(output, "--output") as stream, progress(total=n_rows, desc="predict", unit="img") as bar:
         for chunk_number, chunk in enumerate(iter_chunks(csv_path, chunk_rows)):
             rows = np.arange(first_row, first_row + len(chunk))
             first_row += len(chunk)
@@ -263,7 +267,8 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                 clips.add(rows[0] - 2, clips.plan.codes(chunk[label_columns.video].to_numpy()), scored)
             predictions = prediction_frame(scored.logits, scored.status, classifier, topk)
             out = pd.concat([chunk.drop(columns=clashes).reset_index(drop=True), predictions], axis=1)
-            out.to_csv(handle, header=chunk_number == 0, index=False, float_format="%.6f", lineterminator="\n")
+            stream.write(out.to_csv(None, header=chunk_number == 0, index=False, float_format="%.6f",
+                                    lineterminator="\n"), rows=len(out))
             n_skipped += len(scored.reasons)
             skipped += [{"row": int(rows[i]), "path": str(chunk[path_column].iat[i]), "status": state,
                          "reason": message} for i, state, message in scored.reasons[:MAX_LISTED_SKIPS - len(skipped)]]
@@ -290,7 +295,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                "clip_predictions": None, "n_clips": len(clips.plan.keys) if clips else 0}
     if clips is not None:
         summary["clip_predictions"] = str(clip_predictions_path(output))
-        with atomic_output(clip_predictions_path(output)) as handle:
+        with output_errors(clip_predictions_path(output)), atomic_output(clip_predictions_path(output)) as handle:
             clips.table(topk, label_columns.video, label_columns.any).to_csv(
                 handle, index=False, float_format="%.6f", lineterminator="\n")
     if kept_targets and sum(len(t) for t in kept_targets):

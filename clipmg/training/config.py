@@ -24,6 +24,7 @@ from clipmg.models.hybrid import POOLINGS
 from clipmg.models.registry import DEFAULT_MODEL, HEAD_KINDS, POSE_FUSIONS
 from clipmg.models.supervised import is_supervised_name, wants_pretrained
 from clipmg.models.temporal import TEMPORAL_HEADS
+from clipmg.training.preemption import parse_signal
 from clipmg.training.recipes import AUTO
 from clipmg.training.texts import CONTRASTS, TEXT_SOURCES
 from clipmg.utils import PRECISIONS, atomic_write_text
@@ -174,6 +175,8 @@ class TrainConfig:
     monitor: str = _run("top1", "validation metric that picks best/ and early stopping")
     patience: int | None = _run(None, "early stopping: epochs without a better --monitor (default: never stop)")
     save_every_steps: int | None = _run(None, "also save last/ (resumable) every N optimizer steps")
+    preempt_signal: str | None = _run(None, "a signal that, like SIGTERM, stops training after the current step "
+                                            "with last/ saved (e.g. USR1)")
     tensorboard: bool = _run(True, "write TensorBoard logs to the run folder")
     hflip: bool = _run(False, "training augmentation: mirror frames at random")
     embed_every: int | None = _run(None, "write a projector of the validation frames every N epochs")
@@ -190,6 +193,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise DataError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        parse_signal(self.preempt_signal)
         for name in ("embed_every", "save_every_steps", "patience", "max_steps_per_epoch"):
             value = getattr(self, name, None)
             if value is not None and value < (0 if name == "patience" else 1):

@@ -13,7 +13,9 @@ import torch
 
 from clipmg import data as cdata
 from clipmg.errors import DataError
+from clipmg.losses import class_prior_bias, class_weights_from_counts
 from clipmg.training.config import TrainConfig
+from clipmg.training.preemption import ignore_preemption_signals
 from clipmg.utils import default_workers, logger
 
 
@@ -122,4 +124,20 @@ def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, tr
 
 def loader_options(workers: int, device: torch.device) -> dict:
     return {"num_workers": workers, "collate_fn": cdata.collate_frames, "persistent_workers": workers > 0,
-            "pin_memory": device.type == "cuda"}
+            "pin_memory": device.type == "cuda", "worker_init_fn": ignore_preemption_signals if workers else None}
+
+
+def class_balance(targets: torch.Tensor, num_classes: int, cfg: TrainConfig, has_classifier_head: bool,
+                  device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(logit bias, class weights) of the training frames' class counts: tau * log(prior) for
+    logit-adjusted losses (`logit_adjust_tau`), and a classifier head's loss weights
+    (`class_weighting`); None where off."""
+    counts = torch.bincount(targets, minlength=num_classes)
+    bias = weights = None
+    if cfg.logit_adjust_tau > 0:
+        prior = counts.float().clamp(min=1)
+        bias = class_prior_bias(prior / prior.sum(), cfg.logit_adjust_tau).to(device)
+    if has_classifier_head:
+        weights = class_weights_from_counts(counts, cfg.class_weighting)
+        weights = None if weights is None else weights.to(device)
+    return bias, weights

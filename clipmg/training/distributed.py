@@ -82,3 +82,17 @@ def gather_tensor(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
         return tensor
     parts = gather_objects(tensor.cpu(), env)
     return torch.cat(parts).to(tensor.device)
+
+
+def any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
+    """True on every rank when `flag` is True on any (a stop request, say)."""
+    if not env.enabled:
+        return flag
+    holder = torch.tensor([int(flag)], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(holder, op=dist.ReduceOp.MAX)
+    return bool(holder.item())
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()

@@ -17,25 +17,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
-from clipmg.checkpoint import (
-    WEIGHTS,
-    load_trainer_state,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from clipmg.checkpoint import save_checkpoint
 from clipmg.errors import TrainingError
 from clipmg.losses import (
-    class_prior_bias,
-    class_weights_from_counts,
     classification_loss,
     contrastive_loss,
 )
 from clipmg.models import model_extras
+from clipmg.outputs import check_output_folder
 from clipmg.prompts import load_prompt_set
 from clipmg.training import distributed as ddp
 from clipmg.training.config import TrainConfig, save_config
 from clipmg.training.data import (
     batch_budget,
+    class_balance,
     default_train_workers,
     load_run_data,
     loader_options,
@@ -43,14 +38,16 @@ from clipmg.training.data import (
     run_items,
 )
 from clipmg.training.ema import create_ema, update_ema
-from clipmg.training.lora import adapter_state, load_training_weights, merged_copy
+from clipmg.training.lora import adapter_state, merged_copy
 from clipmg.training.model import build_model
 from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
+from clipmg.training.preemption import PreemptionWatch
 from clipmg.training.recipes import (
     not_learning_warning,
     random_start_notice,
     resolve_learning_rates,
 )
+from clipmg.training.resume import restore
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
@@ -68,24 +65,28 @@ class Trainer:
         self.device = ddp.device_for(self.env, self.device)
         self.workers = default_train_workers(self.device) if cfg.workers is None else cfg.workers
         self.writer = None
+        self.preemption = PreemptionWatch()  # idle until fit() enters it
 
     # ----------------------------------------------------------------- set-up
     def setup(self) -> None:
         cfg = self.cfg
+        check_output_folder(self.run_dir, "--output")
+        if self.env.is_main and self.resume_from is None:  # settings first: a kill from now on leaves a resumable run
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
-        notice = random_start_notice(self.model.tower_origins, from_checkpoint=bool(cfg.init_from))
-        if notice and self.env.is_main:
-            logger.info(notice)
         self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
                                                      self.model.tower_origins, from_checkpoint=bool(cfg.init_from),
                                                      lora=bool(cfg.lora_rank))
         self.cfg = cfg = dataclasses.replace(cfg, **self.learning_rates.as_config())
         if self.env.is_main:
-            logger.info("learning rates: %s", self.learning_rates.describe())
+            for line in (random_start_notice(self.model.tower_origins, bool(cfg.init_from)),
+                         f"learning rates: {self.learning_rates.describe()}"):
+                logger.info(line) if line else None
         self.ema = create_ema(self.model, cfg.ema_decay)
         self.preprocess = dict(self.model.preprocess_config)
         # a clip model trains on and validates clips (`clip_frames` frames each), other models frames
@@ -101,13 +102,13 @@ class Trainer:
         self.scheduler, self.scheduler_every = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
-        self.logit_bias = self._class_prior_bias()
-        self.class_weights = self._class_weights()
+        self.logit_bias, self.class_weights = class_balance(self.train_targets, len(self.data.class_ids), cfg,
+                                                            self.model.has_classifier_head, self.device)
         self.wrapped = self._wrap_ddp(self.model)
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
                       "epochs_without_improvement": 0, "history": []}
         if self.resume_from is not None:
-            self._restore(self.resume_from)
+            restore(self, self.resume_from)
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -165,35 +166,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _class_weights(self) -> torch.Tensor | None:
-        if not self.model.has_classifier_head:
-            return None
-        counts = torch.bincount(self.train_targets, minlength=len(self.data.class_ids))
-        weights = class_weights_from_counts(counts, self.cfg.class_weighting)
-        return None if weights is None else weights.to(self.device)
-
-    def _class_prior_bias(self) -> torch.Tensor | None:
-        """tau * log(class prior) of the training frames, for logit-adjusted losses."""
-        if self.cfg.logit_adjust_tau <= 0:
-            return None
-        counts = torch.bincount(self.train_targets, minlength=len(self.data.class_ids)).float().clamp(min=1)
-        return class_prior_bias(counts / counts.sum(), self.cfg.logit_adjust_tau).to(self.device)
-
     # ----------------------------------------------------------------- resume
-    def _restore(self, run: Path) -> None:
-        folder = resolve_checkpoint(run / "last" if (run / "last").exists() else run)
-        state = load_trainer_state(folder)
-        load_training_weights(self.model, folder / WEIGHTS, state.get("adapters"))
-        if self.ema is not None:  # a run started without EMA starts it at the resumed weights
-            self.ema.module.load_state_dict(state.get("ema") or self.model.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.state = state["trainer"]
-        logger.info("resumed %s at epoch %d, step %d", run, self.state["epoch"], self.state["step_in_epoch"])
-
     def _trainer_state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
@@ -277,8 +250,11 @@ class Trainer:
             if (batch_number + 1) % cfg.grad_accum == 0 or batch_number + 1 == total_batches:
                 self._optimizer_step()
                 self.state["step_in_epoch"] = batch_number + 1
-                if cfg.save_every_steps and self.state["global_step"] % cfg.save_every_steps == 0:
+                stop = self.preemption.stop_now(self.env, self.device)
+                if stop or (cfg.save_every_steps and self.state["global_step"] % cfg.save_every_steps == 0):
                     self.save("last")
+                if stop:
+                    raise self.preemption.stop(self.run_dir, self.state, self.env)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", samples_s=f"{seen / (time.perf_counter() - start):.1f}")
         elapsed = time.perf_counter() - start
         return {"loss": float(np.mean(losses)) if losses else float("nan"),
@@ -365,11 +341,17 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict:
-        self.setup()
+        with PreemptionWatch(self.cfg.preempt_signal) as self.preemption:
+            self.setup()
+            return self._loop()
+
+    def _loop(self) -> dict:
         try:
             for epoch in range(self.state["epoch"], self.cfg.epochs):
                 train_stats = self.train_epoch(epoch)
                 stop = self._end_epoch(epoch, train_stats, self.validate()) if self.env.is_main else False
+                if self.preemption.stop_now(self.env, self.device) and epoch + 1 < self.cfg.epochs:
+                    raise self.preemption.stop(self.run_dir, self.state, self.env)  # last/ was saved at the epoch's end
                 if ddp.broadcast_flag(stop, self.env):
                     logger.info("early stop: %s did not improve for %d epochs", self.cfg.monitor,
                                 self.state["epochs_without_improvement"])
@@ -381,8 +363,7 @@ class Trainer:
             ddp.cleanup(self.env)
 
     def test(self) -> dict | None:
-        """Metrics of best/ on the test part (frames that neither trained nor chose it), or None
-        when the split kept no test part."""
+        """best/'s metrics on the test part (frames that neither trained nor chose it), or None."""
         if not self.env.is_main or not (self.run_dir / "best").exists():
             return None
         return score_test_part(self.run_dir / "best", self.data, self.cfg, self.prompt_set, self.device,
