@@ -56,10 +56,18 @@ def batches_of(trainer):
     (1e-3, 2e-3, True, True), (1e-3, AUTO, True, False), (AUTO, 2e-3, False, True), (AUTO, AUTO, False, False)])
 def test_features_stay_apart_in_the_first_steps_from_scratch(people_dataset, tmp_path, lr_text, lr_heads,
                                                              text_collapses, image_collapses):
-    cfg = TrainConfig(metadata=str(people_dataset / "training" / "train.xlsx"),
-                      labels=str(people_dataset / "Clip_label.csv"), split_by="subject", subject_column="Subject",
-                      image_size=64, lr_text=lr_text, lr_heads=lr_heads, epochs=10, workers=0, tensorboard=False,
-                      output=str(tmp_path / "run"), device="cpu").validate()
+    text_before, text_after, image_before, image_after = spreads_over_steps(
+        people_dataset, tmp_path, "openclip:clipmg-small", lr_text, lr_heads)
+    assert (text_after < 0.25 * text_before) == text_collapses, (text_before, text_after)
+    assert (image_after < 0.5 * image_before) == image_collapses, (image_before, image_after)
+
+
+def spreads_over_steps(dataset, tmp_path, model: str, lr_text, lr_heads) -> tuple[float, float, float, float]:
+    """Text and image spreads before and after STEPS steps of training `model` from scratch."""
+    cfg = TrainConfig(metadata=str(dataset / "training" / "train.xlsx"), labels=str(dataset / "Clip_label.csv"),
+                      split_by="subject", subject_column="Subject", model=model, image_size=64, lr_text=lr_text,
+                      lr_heads=lr_heads, epochs=10, workers=0, tensorboard=False, output=str(tmp_path / "run"),
+                      device="cpu").validate()
     trainer = Trainer(cfg)
     trainer.setup()
     val_images = next(iter(trainer.val_loader))["image"][:64]
@@ -69,5 +77,13 @@ def test_features_stay_apart_in_the_first_steps_from_scratch(people_dataset, tmp
         loss.backward()
         trainer._optimizer_step()
     text_after, image_after = spreads(trainer.model, trainer.texts.texts, val_images)
-    assert (text_after < 0.25 * text_before) == text_collapses, (text_before, text_after)
-    assert (image_after < 0.5 * image_before) == image_collapses, (image_before, image_after)
+    return text_before, text_after, image_before, image_after
+
+
+def test_the_default_image_tower_starts_spread_and_stays_spread_even_at_a_fast_head_rate(people_dataset, tmp_path):
+    """clipmg-mini batch-normalises its pooled features: the image features start apart (a random
+    ResNet-18's start near one point) and fast heads no longer pull them together."""
+    _, _, small_before, _ = spreads_over_steps(people_dataset, tmp_path / "small", "openclip:clipmg-small",
+                                               AUTO, AUTO)
+    _, _, before, after = spreads_over_steps(people_dataset, tmp_path / "mini", "openclip:clipmg-mini", AUTO, 2e-3)
+    assert before > 5 * small_before and after > 0.5 * before, (small_before, before, after)

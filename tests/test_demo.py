@@ -11,7 +11,8 @@ def test_quick_demo_writes_every_output(tmp_path, capsys):
     assert main(["-q", "demo", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "clipmg demo finished" in printed and "top1" in printed
-    validation = pd.read_csv(tmp_path / "data" / "val_frames.csv")
+    assert "test part" in printed
+    validation = pd.read_csv(tmp_path / "data" / "test_frames.csv")
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert len(predictions) == len(validation) > 0
     assert (predictions["status"] == "ok").all()

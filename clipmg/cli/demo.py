@@ -9,7 +9,10 @@ def print_summary(summary: dict) -> None:
     metrics = summary["metrics"]
     print()
     print(f"clipmg demo finished in {summary['seconds']:.0f} s")
-    print(f"  validation (clip-grouped split, leakage {summary['train']['split'].get('leakage', 0):.2f}): "
+    split = summary["train"]["split"]
+    part = ("test part (clips that neither trained nor chose the checkpoint" if summary["subset"] == "test"
+            else "validation (it chose the checkpoint, so it flatters it")
+    print(f"  {part}; clip-grouped, leakage {split.get('test_leakage', split.get('leakage', 0)):.2f}): "
           f"{metrics['n_images']} frames")
     for key in ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1"):
         if key in metrics:
@@ -17,7 +20,7 @@ def print_summary(summary: dict) -> None:
     print(f"  checkpoint         {summary['checkpoint']}")
     print(f"  predictions        {summary['predictions']['output']}")
     print(f"  tensorboard        tensorboard --logdir {summary['tensorboard']}")
-    print(f"  try test.py        python test.py --imagepathscsv {summary['validation_csv']} --columnname Path "
+    print(f"  try test.py        python test.py --imagepathscsv {summary['frames_csv']} --columnname Path "
           f"--checkpoint {summary['checkpoint']}")
 
 

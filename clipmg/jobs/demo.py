@@ -52,19 +52,21 @@ def run_demo(out: str | Path = "demo_out", epochs: int | None = None, quick: boo
     run = Path(summary["run_dir"])
     split_csv = run / "split.csv"
     image_root = out / "data" / "training"
-    metrics = evaluate_checkpoint(run / "best", split_csv, labels=labels, split=split_csv, subset="val",
+    # the figures come from the test part: frames that neither trained nor chose best/
+    subset = "test" if summary.get("test") else "val"
+    metrics = evaluate_checkpoint(run / "best", split_csv, labels=labels, split=split_csv, subset=subset,
                                   out_dir=run / "eval", image_root=image_root)
     # Beside training/, so test.py finds the images with its default --image-root.
-    val_csv = out / "data" / "val_frames.csv"
-    _write_validation_csv(split_csv, val_csv)
-    predictions = predict_csv(run / "best", val_csv, column="Path", output=out / "predictions.csv",
+    frames_csv = out / "data" / f"{subset}_frames.csv"
+    _write_frames_csv(split_csv, subset, frames_csv)
+    predictions = predict_csv(run / "best", frames_csv, column="Path", output=out / "predictions.csv",
                               device=device)
-    return {"data": data, "train": summary, "metrics": metrics, "predictions": predictions,
+    return {"data": data, "train": summary, "metrics": metrics, "predictions": predictions, "subset": subset,
             "run_dir": str(run), "checkpoint": str(run / "best"), "tensorboard": str(run / "tensorboard"),
-            "validation_csv": str(val_csv), "seconds": time.perf_counter() - start}
+            "frames_csv": str(frames_csv), "seconds": time.perf_counter() - start}
 
 
-def _write_validation_csv(split_csv: Path, out: Path) -> None:
-    """The validation frames as a plain CSV, the shape users hand to test.py."""
+def _write_frames_csv(split_csv: Path, subset: str, out: Path) -> None:
+    """One part of the split as a plain CSV, the shape users hand to test.py."""
     frames = pd.read_csv(split_csv)
-    frames[frames["split"] == "val"].drop(columns="split").to_csv(out, index=False)
+    frames[frames["split"] == subset].drop(columns="split").to_csv(out, index=False)
