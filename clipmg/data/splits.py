@@ -62,6 +62,12 @@ def split_dataset(
     set apart first as a test part, then `val_fraction` of all frames is taken from the rest."""
     if test_fraction:
         return _split_with_test(df, by, val_fraction, seed, subject_column, test_fraction)
+    return _split_two_ways(df, by, val_fraction, seed, subject_column)
+
+
+def _split_two_ways(df: pd.DataFrame, by: str, val_fraction: float, seed: int, subject_column: str | None,
+                    force: bool = True) -> Split:
+    """Training and one other part (validation; with `force=False` a test part that may be empty)."""
     if by not in SPLIT_BY:
         raise DataError(f"unknown split method {by!r}; use one of {', '.join(SPLIT_BY)}")
     if not 0.0 < val_fraction < 1.0:
@@ -70,7 +76,7 @@ def split_dataset(
         raise DataError(f"cannot split {len(df)} row(s) into training and validation")
     groups, strata = _groups_and_strata(df, by, subject_column)
     rng = np.random.default_rng(seed)
-    val_groups = _choose_val_groups(groups, strata, val_fraction, rng)
+    val_groups = _choose_val_groups(groups, strata, val_fraction, rng, force=force)
     is_val = pd.Series(groups).isin(val_groups).to_numpy()
     split = Split(
         train_index=np.flatnonzero(~is_val),
@@ -88,7 +94,7 @@ def _split_with_test(df: pd.DataFrame, by: str, val_fraction: float, seed: int, 
     if not 0.0 < test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
         raise DataError(f"test_fraction must be between 0 and 1 and leave frames for training beside "
                         f"val_fraction {val_fraction}, got {test_fraction}")
-    outer = split_dataset(df, by, test_fraction, seed, subject_column)
+    outer = _split_two_ways(df, by, test_fraction, seed, subject_column, force=False)
     rest = df.iloc[outer.train_index]
     inner = split_dataset(rest, by, val_fraction / (1.0 - test_fraction), seed, subject_column)
     split = Split(train_index=outer.train_index[inner.train_index], val_index=outer.train_index[inner.val_index],
@@ -140,7 +146,7 @@ def _majority_class(df: pd.DataFrame) -> pd.Series:
     return pairs.drop_duplicates("video_id").set_index("video_id")["class_id"]
 
 
-def _choose_val_groups(groups: np.ndarray, strata: np.ndarray, val_fraction: float, rng) -> list:
+def _choose_val_groups(groups: np.ndarray, strata: np.ndarray, val_fraction: float, rng, force: bool = True) -> list:
     units = pd.DataFrame({"group": groups, "stratum": strata}).groupby("group", sort=True)
     sizes = units.size()
     stratum_of = units["stratum"].first()
@@ -148,12 +154,14 @@ def _choose_val_groups(groups: np.ndarray, strata: np.ndarray, val_fraction: flo
     for stratum in sorted(stratum_of.unique()):
         members = stratum_of.index[stratum_of.to_numpy() == stratum].to_numpy()
         member_sizes = sizes.loc[members].to_numpy()
-        chosen.extend(_choose_in_stratum(members, member_sizes, val_fraction, rng))
+        chosen.extend(_choose_in_stratum(members, member_sizes, val_fraction, rng, force))
     return chosen
 
 
-def _choose_in_stratum(members, sizes, val_fraction, rng) -> list:
-    """Greedy: shuffled groups join validation while that moves its frames toward the target."""
+def _choose_in_stratum(members, sizes, val_fraction, rng, force: bool = True) -> list:
+    """Greedy: shuffled groups join validation while that moves its frames toward the target; with
+    `force`, a stratum gives at least one group (validation), else possibly none (a test part
+    takes nothing from a class too small to share)."""
     if len(members) < 2:
         return []  # a lone group cannot be on both sides: it stays in training
     target = val_fraction * sizes.sum()
@@ -163,6 +171,8 @@ def _choose_in_stratum(members, sizes, val_fraction, rng) -> list:
         if abs(frames + sizes[i] - target) < abs(frames - target):
             picked.append(i)
             frames += sizes[i]
+    if not picked and not force:
+        return []
     if not picked:  # every group overshoots: take the one closest to the target
         picked = [int(order[np.argmin(np.abs(sizes[order] - target))])]
     if len(picked) == len(members):  # keep at least one group for training
