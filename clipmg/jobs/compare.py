@@ -20,6 +20,7 @@ from clipmg.errors import DataError
 from clipmg.inference import evaluate_checkpoint
 from clipmg.jobs.approaches import APPROACHES, ComparisonContext
 from clipmg.jobs.demo import DEMO_TRAIN
+from clipmg.training.config import DEFAULT_TEST_FRACTION
 from clipmg.utils import atomic_write_text, markdown_table
 
 METRIC_COLUMNS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "clip_balanced_accuracy",
@@ -54,10 +55,21 @@ def ensure_split(metadata: Path, labels: Path, split: Path | None, out_dir: Path
             raise DataError(f"split file not found: {split}")
         return Path(split)
     frames = cdata.read_metadata(metadata, labels=cdata.load_labels(labels))
-    made = cdata.split_dataset(frames, by="clip", seed=seed)
+    made = cdata.split_dataset(frames, by="clip", seed=seed, test_fraction=DEFAULT_TEST_FRACTION)
     out_csv = out_dir / "split.csv"
     cdata.write_split(made, frames, out_csv)
     return out_csv
+
+
+def scored_part(split: Path) -> str:
+    """The part of `split` the rows are scored on: its test part when it has one (frames that chose
+    no checkpoint), else validation."""
+    return "test" if (pd.read_csv(split, usecols=["split"])["split"].str.strip().str.lower() == "test").any() else "val"
+
+
+def part_title(split: Path) -> str:
+    return (f"Test frames of {split} (they neither trained nor chose any checkpoint)" if scored_part(split) == "test"
+            else f"Validation frames of {split} (they chose each row's checkpoint, which flatters every row)")
 
 
 def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, approaches: Sequence[str],
@@ -89,7 +101,7 @@ def compare(metadata: str | Path, labels: str | Path, split: str | Path | None, 
 
 def evaluate_approach(ctx: ComparisonContext, name: str) -> dict:
     result = ctx.run(name)
-    metrics = evaluate_checkpoint(result.checkpoint, ctx.split, split=ctx.split, subset="val",
+    metrics = evaluate_checkpoint(result.checkpoint, ctx.split, split=ctx.split, subset=scored_part(ctx.split),
                                   out_dir=ctx.out_dir / name / "eval", image_root=ctx.image_root,
                                   device=ctx.base_settings.get("device", "auto"),
                                   workers=ctx.base_settings.get("workers"), tta=result.tta)
@@ -124,7 +136,7 @@ def compare_seeds(metadata: str | Path, labels: str | Path, split: str | Path | 
     shown = pd.DataFrame({"approach": summary["approach"], **{
         c: [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(summary[f"{c}_mean"], summary[f"{c}_std"].fillna(0.0))]
         for c in numeric if c != "n_images"}})
-    atomic_write_text(out_dir / "comparison.md", f"Validation frames of {split}, mean ± standard deviation over "
+    atomic_write_text(out_dir / "comparison.md", f"{part_title(split)}, mean ± standard deviation over "
                       f"seeds {', '.join(map(str, seeds))}; every run evaluated by clipmg evaluate.\n\n"
                       f"{markdown_table(shown, digits=3)}\n")
     return summary
@@ -136,5 +148,5 @@ def write_table(table: pd.DataFrame, out_dir: Path, split: Path, mode: str) -> N
     atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False, float_format="%.4f"))
     shown = markdown_table(table, ["approach", *METRIC_COLUMNS, *clip_model, "train_seconds", "budget"], digits=3,
                            verbatim=("train_seconds",))
-    atomic_write_text(out_dir / "comparison.md", f"Validation frames of {split} (mode {mode}); every row "
+    atomic_write_text(out_dir / "comparison.md", f"{part_title(split)} (mode {mode}); every row "
                       f"evaluated by clipmg evaluate.\n\n{shown}\n")

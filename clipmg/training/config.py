@@ -29,6 +29,8 @@ from clipmg.training.recipes import AUTO
 from clipmg.training.texts import CONTRASTS, TEXT_SOURCES
 from clipmg.utils import PRECISIONS, atomic_write_text
 
+#: share of the frames an automatic split sets apart as its test part (clipmg train, split, compare)
+DEFAULT_TEST_FRACTION = 0.1
 #: the sections of the settings, in the order `clipmg train --help` shows them
 SECTIONS = {
     "data": ("data", "the frames, their columns, the split, image decoding"),
@@ -88,7 +90,7 @@ class TrainConfig:
     split: str | None = _data(None, "split CSV from `clipmg split` (default: split --metadata here)")
     split_by: str = _data("clip", "how a run without --split splits: by clip, subject, or frames (leaks)")
     val_fraction: float = _data(0.2, "share of the frames in validation (it chooses best/), without --split")
-    test_fraction: float = _data(0.1, "share of the frames (whole clips, or subjects with --split-by subject) "
+    test_fraction: float = _data(DEFAULT_TEST_FRACTION, "share of the frames (whole clips, or subjects with --split-by subject) "
                                        "set apart as a test part, without --split: it neither trains nor "
                                        "chooses best/, and the run's final figures come from it; 0 keeps none")
     subject_column: str | None = _data(None, "metadata column naming the subject, for --split-by subject")
