@@ -65,7 +65,8 @@ def test_features_stay_apart_in_the_first_steps_from_scratch(people_dataset, tmp
 def spreads_over_steps(dataset, tmp_path, model: str, lr_text, lr_heads) -> tuple[float, float, float, float]:
     """Text and image spreads before and after STEPS steps of training `model` from scratch."""
     cfg = TrainConfig(metadata=str(dataset / "training" / "train.xlsx"), labels=str(dataset / "Clip_label.csv"),
-                      split_by="subject", subject_column="Subject", model=model, image_size=64, lr_text=lr_text,
+                      split_by="subject", subject_column="Subject", test_fraction=0, model=model, image_size=64,
+                      lr_text=lr_text,
                       lr_heads=lr_heads, epochs=10, workers=0, tensorboard=False, output=str(tmp_path / "run"),
                       device="cpu").validate()
     trainer = Trainer(cfg)
@@ -80,10 +81,10 @@ def spreads_over_steps(dataset, tmp_path, model: str, lr_text, lr_heads) -> tupl
     return text_before, text_after, image_before, image_after
 
 
-def test_the_default_image_tower_starts_spread_and_stays_spread_even_at_a_fast_head_rate(people_dataset, tmp_path):
-    """clipmg-mini batch-normalises its pooled features: the image features start apart (a random
-    ResNet-18's start near one point) and fast heads no longer pull them together."""
-    _, _, small_before, _ = spreads_over_steps(people_dataset, tmp_path / "small", "openclip:clipmg-small",
-                                               AUTO, AUTO)
-    _, _, before, after = spreads_over_steps(people_dataset, tmp_path / "mini", "openclip:clipmg-mini", AUTO, 2e-3)
-    assert before > 5 * small_before and after > 0.5 * before, (small_before, before, after)
+def test_the_default_image_tower_keeps_its_features_apart_at_a_fast_head_rate(people_dataset, tmp_path):
+    """clipmg-mini batch-normalises its pooled features: where fast heads pull a random ResNet-18's
+    image features to one point, its features stay apart (measured in eval mode, as validation
+    sees them)."""
+    _, _, _, small = spreads_over_steps(people_dataset, tmp_path / "small", "openclip:clipmg-small", AUTO, 2e-3)
+    _, _, _, mini = spreads_over_steps(people_dataset, tmp_path / "mini", "openclip:clipmg-mini", AUTO, 2e-3)
+    assert mini > 3 * small, (small, mini)

@@ -20,7 +20,7 @@ from typing import Any
 
 from clipmg.errors import ModelError
 
-DEFAULT_MODEL = "openclip:clipmg-mini"
+DEFAULT_MODEL = "openclip:clipmg-small"
 #: `head=`: how classes are scored (not `base.HEADS`, the parameter part of the projection heads)
 HEAD_KINDS = ("contrastive", "linear")
 POSE_FUSIONS = ("none", "concat", "gated")
