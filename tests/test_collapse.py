@@ -81,10 +81,20 @@ def spreads_over_steps(dataset, tmp_path, model: str, lr_text, lr_heads) -> tupl
     return text_before, text_after, image_before, image_after
 
 
-def test_the_default_image_tower_keeps_its_features_apart_at_a_fast_head_rate(people_dataset, tmp_path):
-    """clipmg-mini batch-normalises its pooled features: where fast heads pull a random ResNet-18's
-    image features to one point, its features stay apart (measured in eval mode, as validation
-    sees them)."""
-    _, _, _, small = spreads_over_steps(people_dataset, tmp_path / "small", "openclip:clipmg-small", AUTO, 2e-3)
-    _, _, _, mini = spreads_over_steps(people_dataset, tmp_path / "mini", "openclip:clipmg-mini", AUTO, 2e-3)
-    assert mini > 3 * small, (small, mini)
+def test_clipmg_mini_starts_with_its_frames_spread_over_the_embedding_space(people_dataset, tmp_path):
+    """clipmg-mini batch-normalises its pooled features: in training mode (what the loss sees) a
+    random tower's image features start uncorrelated (mean cosine near 0), where clipmg-small's
+    start much closer together."""
+    spread = {}
+    for model in ("openclip:clipmg-small", "openclip:clipmg-mini"):
+        cfg = TrainConfig(metadata=str(people_dataset / "training" / "train.xlsx"),
+                          labels=str(people_dataset / "Clip_label.csv"), model=model, image_size=64, workers=0,
+                          tensorboard=False, output=str(tmp_path / model[-4:]), device="cpu").validate()
+        trainer = Trainer(cfg)
+        trainer.setup()
+        images = trainer._batch_images(next(iter(trainer.val_loader)))[:64]
+        trainer.model.train()
+        with torch.no_grad():
+            spread[model] = mean_cosine_distance(trainer.model.encode_image(images))
+    assert spread["openclip:clipmg-mini"] > 0.9 and spread["openclip:clipmg-mini"] > 2 * spread[
+        "openclip:clipmg-small"], spread

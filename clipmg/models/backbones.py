@@ -24,9 +24,8 @@ class SmallFrameResNet(ResNet):
     """A timm ResNet without the stem's max-pool, whose pooled features are batch-normalised.
 
     The pooled features of a random ResNet are all positive and nearly parallel, so every frame
-    starts at one point of the embedding space and contrastive training sits on a plateau for
-    epochs; centring them per channel (running statistics at evaluation) spreads the frames out
-    from the first step (tests/test_collapse.py).
+    starts at one point of the embedding space; centring them per channel (running statistics at
+    evaluation) spreads the frames out in training from the first step (tests/test_collapse.py).
     """
 
     def __init__(self, **kwargs):
