@@ -4,22 +4,18 @@ or for a clip model (`clip_frames`) clips of K frames."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from clipmg import data as cdata
 from clipmg.errors import DataError
 from clipmg.losses import class_prior_bias, class_weights_from_counts
-from clipmg.models.registry import DEFAULT_MODEL
 from clipmg.training.config import TrainConfig
 from clipmg.training.preemption import ignore_preemption_signals
-from clipmg.training.recipes import input_size_for_frames
 from clipmg.utils import default_workers, logger
 
 
@@ -145,30 +141,3 @@ def class_balance(targets: torch.Tensor, num_classes: int, cfg: TrainConfig, has
         weights = class_weights_from_counts(counts, cfg.class_weighting)
         weights = None if weights is None else weights.to(device)
     return bias, weights
-
-
-def typical_frame_side(frames: pd.DataFrame, image_root: Path, sample: int = 8) -> int | None:
-    """The median shorter side of a few frames (read from their headers), or None if none opens."""
-    from PIL import Image
-
-    sides = []
-    for path in frames["path"].iloc[:: max(1, len(frames) // sample)].head(sample):
-        try:
-            with Image.open(image_root / path) as image:
-                sides.append(min(image.size))
-        except OSError:
-            continue
-    return int(np.median(sides)) if sides else None
-
-
-def resolve_input_size(cfg: TrainConfig, data: RunData) -> TrainConfig:
-    """The default model trained from scratch reads photographs at 96 px and small frames at its
-    64 px (`recipes.input_size_for_frames`); a size given, another model or a checkpoint keep theirs."""
-    if cfg.image_size is not None or cfg.model != DEFAULT_MODEL or cfg.init_from or cfg.pretrained:
-        return cfg
-    side = typical_frame_side(data.train_frames, data.image_root)
-    size = input_size_for_frames(side) if side else None
-    if size is None:
-        return cfg
-    logger.info("input size %d px for photographs (frames of about %d px; --image-size to choose)", size, side)
-    return dataclasses.replace(cfg, image_size=size)

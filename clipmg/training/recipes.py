@@ -124,13 +124,3 @@ def random_start_notice(tower_origins: dict[str, str], from_checkpoint: bool) ->
     towers = "both towers" if tower_origins.get(TEXT, RANDOM) == RANDOM else "the image tower"
     return (f"starting from random weights ({towers}): fine for the demo and offline machines; on real data "
             f"a pretrained CLIP learns far more from few people: {PRETRAINED_ALTERNATIVE}")
-
-
-#: the default model's input: frames at least this large (photographs) are read at it, since a hand
-#: is a small part of them; smaller frames at the model's own 64 px (docs/recipes.md, "Input size")
-PHOTO_INPUT_SIZE = 96
-
-
-def input_size_for_frames(frame_side: int) -> int | None:
-    """The default model's input size for frames whose shorter side is `frame_side` (None: its own)."""
-    return PHOTO_INPUT_SIZE if frame_side >= PHOTO_INPUT_SIZE else None

@@ -34,7 +34,6 @@ from clipmg.training.data import (
     default_train_workers,
     load_run_data,
     loader_options,
-    resolve_input_size,
     run_dataset,
     run_items,
 )
@@ -77,7 +76,6 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg)
-        self.cfg = cfg = resolve_input_size(cfg, self.data)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
         self.prompt_set = load_prompt_set(cfg.prompts)
         self.model = self._build_model().to(self.device)
