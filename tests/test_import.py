@@ -198,8 +198,20 @@ def test_a_file_carrying_code_is_refused_and_its_payload_never_runs(tmp_path, ca
     err = one_line(capsys)
     assert "refused" in err and str(evil) in err and "clipmg import" in err
     assert not marker.exists()
-    torch.load(evil, weights_only=False)  # the payload is real: a plain load runs it
-    assert marker.read_text() == "the payload ran"
+    # the control, without running it: the file's pickle does fetch Path.write_text and call it
+    opcodes = pickled_opcodes(evil)
+    assert ("GLOBAL", "pathlib Path") in opcodes and ("BINUNICODE", "write_text") in opcodes
+    assert ("BINUNICODE", "the payload ran") in opcodes
+
+
+def pickled_opcodes(path: Path) -> set[tuple[str, object]]:
+    """(opcode, argument) pairs of a torch.save file's pickle, read with pickletools (nothing runs)."""
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    return {(opcode.name, arg) for opcode, arg, _ in pickletools.genops(data)}
 
 
 def test_a_file_that_is_no_known_state_dict_is_refused_saying_what_a_checkpoint_is(tmp_path, capsys):
