@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import typing
 
 from clipmg.cli.imports import folder_for
 from clipmg.training import TrainConfig, config_from_dict, load_config, load_run_config, train
-from clipmg.training.config import CHOICES, SECTIONS
-
-
-def _field_types(f: dataclasses.Field) -> list[type]:
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    return [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+from clipmg.training.config import CHOICES, FLAGS, SECTIONS
 
 
 def _number_or_word(text: str) -> float | str:
@@ -50,20 +43,20 @@ def _shown_default(value) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, in an argument group per section, each with its help and
-    default; defaults stay None so only flags given override the file."""
+    """One flag per setting, in an argument group per section, each with its help and default;
+    defaults stay None so only flags given override the file."""
     groups = {name: parser.add_argument_group(title, description) for name, (title, description) in SECTIONS.items()}
-    for f in dataclasses.fields(TrainConfig):
-        kinds = _field_types(f)
+    for setting in FLAGS:
+        kinds = setting.kinds
         kind = _number_or_word if float in kinds and str in kinds else kinds[0]
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"]
+        flag = "--" + setting.name.replace("_", "-")
+        help_text = setting.help
         if "(default" not in help_text:
-            help_text += f" (default: {_shown_default(f.default)})"
+            help_text += f" (default: {_shown_default(setting.default)})"
         help_text = help_text.replace("%", "%%")
-        group = groups[f.metadata["section"]]
-        if f.name in CHOICES:
-            group.add_argument(flag, choices=CHOICES[f.name], default=None, help=help_text)
+        group = groups[setting.section]
+        if setting.name in CHOICES:
+            group.add_argument(flag, choices=CHOICES[setting.name], default=None, help=help_text)
         elif kind is bool:
             group.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None,
                                metavar="BOOL", help=help_text)
@@ -76,18 +69,18 @@ def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainC
     values = dict(base or {})
     if getattr(args, "config", None):
         values.update(load_config(args.config))
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(args, f.name, None)
+    for setting in FLAGS:
+        value = getattr(args, setting.name, None)
         if value is not None:
-            values[f.name] = value
+            values[setting.name] = value
     return config_from_dict(values, source=getattr(args, "config", None) or "config").validate()
 
 
 def run(args) -> int:
     base = load_run_config(args.resume) if args.resume else None
     cfg = resolve_config(args, base=base)
-    if cfg.init_from:
-        cfg = dataclasses.replace(cfg, init_from=folder_for(cfg.init_from, cfg.labels))
+    if cfg.network.init_from:
+        cfg = cfg.replace(init_from=folder_for(cfg.network.init_from, cfg.data.labels))
     summary = train(cfg, resume=args.resume)
     print(json.dumps(summary, indent=2, default=str))
     return 0

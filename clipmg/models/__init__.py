@@ -17,8 +17,10 @@ from clipmg.models.registry import (
     compose_model,
     create_model,
     create_model_from_config,
+    create_model_from_spec,
     list_models,
 )
+from clipmg.models.spec import ModelSpec, WrapSpec
 from clipmg.models.supervised import SupervisedModel
 from clipmg.models.temporal import TEMPORAL_HEADS, ClipModel
 
@@ -29,13 +31,16 @@ __all__ = [
     "ContrastiveModel",
     "HandCropModel",
     "HybridModel",
+    "ModelSpec",
     "OpenClipModel",
     "PoseFusionModel",
     "ProjectionHead",
     "SupervisedModel",
+    "WrapSpec",
     "compose_model",
     "create_model",
     "create_model_from_config",
+    "create_model_from_spec",
     "list_models",
     "model_extras",
 ]

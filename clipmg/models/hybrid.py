@@ -38,6 +38,7 @@ from clipmg.models.base import (
 )
 from clipmg.models.heads import ProjectionHead
 from clipmg.models.registry import register_backend
+from clipmg.models.spec import ModelSpec, wants_pretrained
 
 IMAGE_PREFIX, TEXT_PREFIX = "timm:", "hf:"
 POOLINGS = ("cls", "mean")
@@ -174,6 +175,25 @@ class HybridModel(ContrastiveModel):
     @classmethod
     def create_named(cls, name: str, pretrained: bool | None = None, **options) -> HybridModel:
         return cls.create(pretrained=pretrained, **options)
+
+    name_pattern = "hybrid"
+    spec_settings = ("pretrained", "image_size", "temperature", "learn_temperature", "image_encoder",
+                     "text_encoder", "image_pretrained", "text_pretrained", "pooling", "embed_dim")
+
+    @classmethod
+    def options_from_spec(cls, spec: ModelSpec) -> dict[str, Any]:
+        """The towers are pretrained only when `pretrained` says so; a tower's own setting wins."""
+        options = {"image": spec.image_encoder or "timm:resnet50", "text": spec.text_encoder or "hf:distilbert-base-uncased",
+                   "pretrained": bool(wants_pretrained(spec.pretrained)), "pooling": spec.pooling,
+                   "image_size": spec.image_size, "temperature": spec.temperature,
+                   "learn_temperature": spec.learn_temperature}
+        if spec.image_pretrained is not None:
+            options["image_pretrained"] = wants_pretrained(spec.image_pretrained)
+        if spec.text_pretrained is not None:
+            options["text_pretrained"] = spec.text_pretrained
+        if spec.embed_dim:
+            options["embed_dim"] = spec.embed_dim
+        return options
 
     list_order = 1
 

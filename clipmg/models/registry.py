@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmg.errors import ModelError
+from clipmg.models.spec import SPEC_SETTINGS, ModelSpec
 
 DEFAULT_MODEL = "openclip:clipmg-small"
 #: `head=`: how classes are scored (not `base.HEADS`, the parameter part of the projection heads)
@@ -126,6 +127,41 @@ def compose_model(model, *, head: str | None = None, num_classes: int | None = N
     if clip_frames:
         model = BACKENDS["clip"](model, clip_frames=clip_frames, temporal=temporal or "mean")
     return model
+
+
+def create_model_from_spec(spec: ModelSpec):
+    """`create_model` of a spec: the backend that accepts `spec.name` maps the spec to its own
+    options (`options_from_spec`), then the wrappers of `spec.wrap` go around it."""
+    cls = _backend_for(spec.name)
+    return create_model(spec.name, **cls.options_from_spec(spec), **spec.wrap.options())
+
+
+def unread_settings(name: str) -> list[tuple[tuple[str, ...], str]]:
+    """The spec settings the backend of `name` does not read, grouped by the model names that
+    read them: [(settings, "hybrid"), ...]. An unknown name reads nothing here (`create_model`
+    says why it is unknown)."""
+    try:
+        cls = _backend_for(name)
+    except ModelError:
+        return []
+    groups: dict[str, list[str]] = {}
+    for setting in SPEC_SETTINGS:
+        if setting not in cls.spec_settings:
+            readers = " or ".join(other.name_pattern for other in sorted(_NAMED, key=_listed_first) if setting in other.spec_settings)
+            groups.setdefault(readers, []).append(setting)
+    return [(tuple(settings), readers) for readers, settings in groups.items()]
+
+
+def _listed_first(cls: type) -> float:
+    return getattr(cls, "list_order", float("inf"))
+
+
+def has_classifier_head(name: str) -> bool:
+    """Whether the backend of `name` scores classes with a linear head (no text tower)."""
+    try:
+        return bool(getattr(_backend_for(name), "has_classifier_head", False))
+    except ModelError:
+        return False
 
 
 def create_model_from_config(cfg: dict, folder: str | Path | None = None):

@@ -34,6 +34,7 @@ from clipmg.errors import ModelError
 from clipmg.models.base import HEADS, IMAGE, IMAGENET_WEIGHTS, RANDOM, TEXT, ContrastiveModel
 from clipmg.models.hybrid import create_image_encoder, image_preprocess
 from clipmg.models.registry import create_model_from_config, register_backend
+from clipmg.models.spec import ModelSpec, wants_pretrained
 
 TIMM_PREFIX, TORCHVISION_PREFIX, CLIP_BACKBONE = "timm:", "torchvision:", "clip"
 TORCHVISION_BACKBONES = ("alexnet",)
@@ -45,20 +46,6 @@ ALEXNET_MIN_SIZE = 63
 
 def is_supervised_name(name: str) -> bool:
     return isinstance(name, str) and name.startswith((TIMM_PREFIX, TORCHVISION_PREFIX))
-
-
-def wants_pretrained(pretrained) -> bool | str:
-    """TrainConfig's `pretrained` (a string or None) as True/False, or a local weights file."""
-    if pretrained is None or isinstance(pretrained, bool):
-        return bool(pretrained)
-    text = str(pretrained).strip()
-    if text.lower() in ("", "none", "false", "0", "no"):
-        return False
-    if text.lower() in ("true", "1", "yes", "default", "imagenet"):
-        return True
-    if not Path(text).is_file():
-        raise ModelError(f"pretrained weights file not found: {text} (or give true/false)")
-    return text
 
 
 # --- backbones ----------------------------------------------------------------------------------
@@ -123,6 +110,13 @@ class SupervisedModel(ContrastiveModel):
     @classmethod
     def create_named(cls, name: str, pretrained=None, **options) -> SupervisedModel:
         return cls.create(name, pretrained=pretrained, **options)
+
+    name_pattern = "timm:<name> or torchvision:alexnet"
+    spec_settings = ("pretrained", "image_size")
+
+    @classmethod
+    def options_from_spec(cls, spec: ModelSpec) -> dict[str, Any]:
+        return {"pretrained": spec.pretrained, "image_size": spec.image_size}
 
     def __init__(self, backbone: nn.Module, *, spec: str, num_classes: int, feature_dim: int,
                  preprocess: dict[str, Any], dropout: float = 0.0, normalize_features: bool = False,

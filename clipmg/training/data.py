@@ -43,23 +43,22 @@ class RunData:
 
 
 def load_run_data(cfg: TrainConfig) -> RunData:
-    if not cfg.metadata or not cfg.labels:
+    if not cfg.data.metadata or not cfg.data.labels:
         raise DataError("training needs --metadata (train.xlsx or .csv) and --labels (Clip_label.csv)")
-    columns = cdata.Columns(path=cfg.path_column, class_=cfg.class_column, video=cfg.video_column,
-                            frame=cfg.frame_column, caption=cfg.caption_column)
-    labels = cdata.load_labels(cfg.labels)
-    image_root = Path(cfg.image_root) if cfg.image_root else cdata.default_image_root(cfg.metadata)
+    columns = cfg.data.columns
+    labels = cdata.load_labels(cfg.data.labels)
+    image_root = Path(cfg.data.image_root) if cfg.data.image_root else cdata.default_image_root(cfg.data.metadata)
     split, frames = None, None
-    if cfg.split:
-        frames = cdata.read_split(cfg.split, labels, columns)
+    if cfg.data.split:
+        frames = cdata.read_split(cfg.data.split, labels, columns)
         train, val = frames[frames["split"] == "train"], frames[frames["split"] == "val"]
         test = frames[frames["split"] == "test"]
-        report = {"source": str(cfg.split), "rows_test": len(test)}
+        report = {"source": str(cfg.data.split), "rows_test": len(test)}
         frames = None
     else:
-        frames = cdata.read_metadata(cfg.metadata, labels=labels, columns=columns)
-        split = cdata.split_dataset(frames, by=cfg.split_by, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                    subject_column=cfg.subject_column, test_fraction=cfg.test_fraction)
+        frames = cdata.read_metadata(cfg.data.metadata, labels=labels, columns=columns)
+        split = cdata.split_dataset(frames, by=cfg.data.split_by, val_fraction=cfg.data.val_fraction, seed=cfg.run.seed,
+                                    subject_column=cfg.data.subject_column, test_fraction=cfg.data.test_fraction)
         train, val, test = (frames.iloc[split.train_index], frames.iloc[split.val_index],
                             frames.iloc[split.test_index])
         report = split.report
@@ -78,14 +77,14 @@ def frame_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, 
     """The frames as model input: augmented for training unless the model's per-frame inputs are
     image positions (`geometric_augmentation`); flips happen in the dataset, not the transform, so
     that those inputs (keypoints) are mirrored with the image. Frames are decoded once per run
-    (`cfg.cache_frames`)."""
+    (`cfg.data.cache_frames`)."""
     augment = train and model.geometric_augmentation
     extras = cdata.load_extra_fields(model.extra_inputs, frames["path"].tolist(), [data.image_root],
                                      model.input_settings)
     return cdata.FrameDataset(frames, data.image_root, cdata.transform_for_model(model.preprocess_config, train=augment),
-                              skip_bad_images=cfg.skip_bad_images, class_index=data.index_of, extra_fields=extras,
-                              hflip=cfg.hflip and augment,
-                              cache_frames=cfg.cache_frames if cache_frames is None else cache_frames)
+                              skip_bad_images=cfg.data.skip_bad_images, class_index=data.index_of, extra_fields=extras,
+                              hflip=cfg.run.hflip and augment,
+                              cache_frames=cfg.data.cache_frames if cache_frames is None else cache_frames)
 
 
 #: the one rule, `clipmg.utils.default_workers`, under the name the trainer imports
@@ -117,9 +116,9 @@ def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, tr
         return frame_dataset(data, frames, model, cfg, train)
     frame_items = frame_dataset(data, frames, model, cfg, train, cache_frames=False)
     return cdata.ClipDataset(frames, data.image_root, frame_items.transform, clip_frames, train=train,
-                             skip_bad_images=cfg.skip_bad_images, class_index=data.index_of,
+                             skip_bad_images=cfg.data.skip_bad_images, class_index=data.index_of,
                              extra_fields=frame_items.extra_fields, hflip=frame_items.hflip,
-                             cache_frames=cfg.cache_frames)
+                             cache_frames=cfg.data.cache_frames)
 
 
 def loader_options(workers: int, device: torch.device) -> dict:
@@ -134,10 +133,10 @@ def class_balance(targets: torch.Tensor, num_classes: int, cfg: TrainConfig, has
     (`class_weighting`); None where off."""
     counts = torch.bincount(targets, minlength=num_classes)
     bias = weights = None
-    if cfg.logit_adjust_tau > 0:
+    if cfg.objective.logit_adjust_tau > 0:
         prior = counts.float().clamp(min=1)
-        bias = class_prior_bias(prior / prior.sum(), cfg.logit_adjust_tau).to(device)
+        bias = class_prior_bias(prior / prior.sum(), cfg.objective.logit_adjust_tau).to(device)
     if has_classifier_head:
-        weights = class_weights_from_counts(counts, cfg.class_weighting)
+        weights = class_weights_from_counts(counts, cfg.objective.class_weighting)
         weights = None if weights is None else weights.to(device)
     return bias, weights

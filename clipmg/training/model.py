@@ -1,12 +1,13 @@
-"""The model a run trains: the one `cfg.model` names, or the `--init-from` checkpoint, wrapped as
-the config asks (head, pose fusion, hand crops, clip model), with a zero-shot head, frozen
-towers, gradient checkpointing and LoRA adapters when asked."""
+"""The model a run trains: the one the model settings name (`cfg.network.spec`, built by the
+backend that accepts the name), or the `--init-from` checkpoint, wrapped as they ask (head, pose
+fusion, hand crops, clip model), with a zero-shot head, frozen towers, gradient checkpointing and
+LoRA adapters when asked."""
 
 from __future__ import annotations
 
 from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
 from clipmg.errors import DataError
-from clipmg.models import compose_model, create_model
+from clipmg.models import compose_model, create_model_from_spec
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training.checkpointing import enable_grad_checkpointing
 from clipmg.training.config import BACKEND_SETTINGS, TrainConfig
@@ -15,25 +16,25 @@ from clipmg.utils import logger
 
 
 def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
-    num_classes = len(class_ids)
-    prompt_set = load_prompt_set(cfg.prompts) if cfg.prompts else PromptSet()
-    if cfg.init_from:
-        source, config = load_checkpoint(cfg.init_from)
-        logger.info("fine-tuning from %s (%s)", cfg.init_from, config["model"].get("name", ""))
+    num_classes, settings = len(class_ids), cfg.network
+    prompt_set = load_prompt_set(cfg.text.prompts) if cfg.text.prompts else PromptSet()
+    if settings.init_from:
+        source, config = load_checkpoint(settings.init_from)
+        logger.info("fine-tuning from %s (%s)", settings.init_from, config["model"].get("name", ""))
         refuse_settings_the_checkpoint_overrides(cfg, config, source)
-        if not cfg.prompts:
-            prompt_set = PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(cfg.init_from))
-        model = compose_model(source, **cfg.wrapper_options(num_classes), source=str(cfg.init_from))
+        if not cfg.text.prompts:
+            prompt_set = PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(settings.init_from))
+        model = compose_model(source, **settings.wrap_spec(num_classes).options(), source=str(settings.init_from))
     else:
-        model = create_model(cfg.model, **cfg.model_options(num_classes))
-    if cfg.init_head == "zeroshot":
+        model = create_model_from_spec(settings.spec(num_classes))
+    if settings.init_head == "zeroshot":
         init_zero_shot_head(model, class_ids, class_names, prompt_set)
-    if cfg.freeze_image or cfg.freeze_text:
-        model.freeze(image=cfg.freeze_image, text=cfg.freeze_text)
-    if cfg.grad_checkpointing:
+    if settings.freeze_image or settings.freeze_text:
+        model.freeze(image=settings.freeze_image, text=settings.freeze_text)
+    if cfg.tuning.grad_checkpointing:
         enable_grad_checkpointing(model)
-    if cfg.lora_rank:
-        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    if cfg.tuning.lora_rank:
+        apply_lora(model, cfg.tuning.lora_rank, cfg.tuning.lora_alpha, cfg.tuning.lora_targets)
     return model
 
 
@@ -53,7 +54,7 @@ def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, config: dict, sou
     record = config.get("train") or {}
     conflicts = []
     for name in cfg.given(*BACKEND_SETTINGS):
-        value = getattr(cfg, name)
+        value = getattr(cfg.network, name)
         accepted = {_hashable(record.get(name))}
         if name == "model":
             accepted |= _model_names(config.get("model") or {})
@@ -63,7 +64,7 @@ def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, config: dict, sou
             has = sorted(str(a) for a in accepted if a is not None)
             conflicts.append(f"{name}={value!r}" + (f" (the checkpoint's: {' or '.join(has)})" if has else ""))
     if conflicts:
-        raise DataError(f"config: --init-from {cfg.init_from} fine-tunes the checkpoint's model, so "
+        raise DataError(f"config: --init-from {cfg.network.init_from} fine-tunes the checkpoint's model, so "
                         f"{', '.join(conflicts)} would be ignored: drop {'it' if len(conflicts) == 1 else 'them'}, "
                         "or train a new model without --init-from")
 

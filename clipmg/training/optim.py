@@ -16,13 +16,13 @@ __all__ = ["autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = model.param_groups(lr_image=cfg.lr_image, lr_text=cfg.lr_text, lr_heads=cfg.lr_heads,
-                                weight_decay=cfg.weight_decay)
+    groups = model.param_groups(lr_image=cfg.optim.lr_image, lr_text=cfg.optim.lr_text, lr_heads=cfg.optim.lr_heads,
+                                weight_decay=cfg.optim.weight_decay)
     groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
     for group in groups:
         group["params"] = [p for p in group["params"] if p.requires_grad]
-    if cfg.layer_decay != 1.0:
-        groups = apply_layer_decay(model, groups, cfg.layer_decay)
+    if cfg.tuning.layer_decay != 1.0:
+        groups = apply_layer_decay(model, groups, cfg.tuning.layer_decay)
     # One fused kernel for every parameter instead of a Python loop over them: the update of the
     # text tower's token table alone outweighed a small image tower's (docs/recipes.md, "Speed").
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
@@ -41,11 +41,11 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, tota
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """Returns (scheduler, stepped_per) where stepped_per is 'step', 'epoch' or None."""
-    if cfg.scheduler == "cosine":
-        total = steps_per_epoch * cfg.epochs
-        return cosine_with_warmup(optimizer, warmup_steps(cfg.warmup, total), total), "step"
-    if cfg.scheduler == "plateau":
-        mode = "min" if cfg.monitor == "loss" else "max"
+    if cfg.optim.scheduler == "cosine":
+        total = steps_per_epoch * cfg.optim.epochs
+        return cosine_with_warmup(optimizer, warmup_steps(cfg.optim.warmup, total), total), "step"
+    if cfg.optim.scheduler == "plateau":
+        mode = "min" if cfg.run.monitor == "loss" else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5,
-                                                          patience=cfg.plateau_patience), "epoch"
+                                                          patience=cfg.optim.plateau_patience), "epoch"
     return None, None

@@ -7,7 +7,6 @@ from any saved step replays exactly what an uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -58,12 +57,12 @@ from clipmg.utils import logger, progress, resolve_device, threads_beside_worker
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None):
         self.cfg = cfg
-        self.run_dir = Path(cfg.output)
+        self.run_dir = Path(cfg.run.output)
         self.resume_from = Path(resume) if resume else None
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.run.device)
         self.env = ddp.init_distributed(self.device)
         self.device = ddp.device_for(self.env, self.device)
-        self.workers = default_train_workers(self.device) if cfg.workers is None else cfg.workers
+        self.workers = default_train_workers(self.device) if cfg.data.workers is None else cfg.data.workers
         self.writer = None
         self.preemption = PreemptionWatch()  # idle until fit() enters it
 
@@ -74,33 +73,33 @@ class Trainer:
         if self.env.is_main and self.resume_from is None:  # settings first: a kill from now on leaves a resumable run
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.run.seed)
         self.data = load_run_data(cfg)
         self.train_df, self.val_df, self.image_root = self.data.train_frames, self.data.val_frames, self.data.image_root
-        self.prompt_set = load_prompt_set(cfg.prompts)
+        self.prompt_set = load_prompt_set(cfg.text.prompts)
         self.model = self._build_model().to(self.device)
-        self.learning_rates = resolve_learning_rates(cfg.lr_image, cfg.lr_text, cfg.lr_heads,
-                                                     self.model.tower_origins, from_checkpoint=bool(cfg.init_from),
-                                                     lora=bool(cfg.lora_rank))
-        self.cfg = cfg = dataclasses.replace(cfg, **self.learning_rates.as_config())
+        self.learning_rates = resolve_learning_rates(cfg.optim.lr_image, cfg.optim.lr_text, cfg.optim.lr_heads,
+                                                     self.model.tower_origins, from_checkpoint=bool(cfg.network.init_from),
+                                                     lora=bool(cfg.tuning.lora_rank))
+        self.cfg = cfg = cfg.replace(**self.learning_rates.as_config())
         if self.env.is_main:
-            for line in (random_start_notice(self.model.tower_origins, bool(cfg.init_from)),
+            for line in (random_start_notice(self.model.tower_origins, bool(cfg.network.init_from)),
                          f"learning rates: {self.learning_rates.describe()}"):
                 logger.info(line) if line else None
-        self.ema = create_ema(self.model, cfg.ema_decay)
+        self.ema = create_ema(self.model, cfg.tuning.ema_decay)
         self.preprocess = dict(self.model.preprocess_config)
         # a clip model trains on and validates clips (`clip_frames` frames each), other models frames
         clip_frames = getattr(self.model, "clip_frames", None)
         self.train_items, self.val_items = run_items(self.train_df, clip_frames), run_items(self.val_df, clip_frames)
         self.train_targets, self.val_targets = self._targets(self.train_items), self._targets(self.val_items)
         self.texts = TrainingTexts.build(self.train_items, self.train_targets, self.data.class_ids,
-                                         self.data.class_names, self.prompt_set, cfg.text_source, cfg.contrast)
+                                         self.data.class_names, self.prompt_set, cfg.text.text_source, cfg.objective.contrast)
         self.train_loader, self.train_sampler = self._train_loader()
         self.val_loader = self._val_loader()
         self.optimizer = build_optimizer(self.model, cfg)
         self.steps_per_epoch = self._optimizer_steps_per_epoch()
         self.scheduler, self.scheduler_every = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
-        self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
+        self.autocast_dtype = autocast_dtype(cfg.optim.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.logit_bias, self.class_weights = class_balance(self.train_targets, len(self.data.class_ids), cfg,
                                                             self.model.has_classifier_head, self.device)
@@ -113,7 +112,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
             self.data.write_split(self.run_dir)
-            if cfg.tensorboard:
+            if cfg.run.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
@@ -135,14 +134,14 @@ class Trainer:
     def _train_loader(self):
         cfg = self.cfg
         weights = None
-        if cfg.balanced_sampler != "none":
-            weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.balanced_sampler),
+        if cfg.objective.balanced_sampler != "none":
+            weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.objective.balanced_sampler),
                                       dtype=torch.float32)
         self.train_dataset = EpochSeededDataset(run_dataset(self.data, self.train_df, self.model, cfg, train=True),
-                                                cfg.seed)
-        self.batch_items, draws = batch_budget(len(self.train_df), len(self.train_dataset), cfg.batch_size,
+                                                cfg.run.seed)
+        self.batch_items, draws = batch_budget(len(self.train_df), len(self.train_dataset), cfg.optim.batch_size,
                                                getattr(self.model, "clip_frames", None))
-        sampler = SeededSampler(len(self.train_dataset), cfg.seed, self.env, self.batch_items, weights, draws=draws)
+        sampler = SeededSampler(len(self.train_dataset), cfg.run.seed, self.env, self.batch_items, weights, draws=draws)
         loader = DataLoader(self.train_dataset, batch_size=self.batch_items, sampler=sampler, drop_last=False,
                             **loader_options(self.workers, self.device))
         return loader, sampler
@@ -154,9 +153,9 @@ class Trainer:
 
     def _optimizer_steps_per_epoch(self) -> int:
         batches = math.ceil(self.train_sampler.per_rank / self.batch_items)
-        if self.cfg.max_steps_per_epoch:
-            batches = min(batches, self.cfg.max_steps_per_epoch * self.cfg.grad_accum)
-        return max(1, math.ceil(batches / self.cfg.grad_accum))
+        if self.cfg.optim.max_steps_per_epoch:
+            batches = min(batches, self.cfg.optim.max_steps_per_epoch * self.cfg.optim.grad_accum)
+        return max(1, math.ceil(batches / self.cfg.optim.grad_accum))
 
     def _bar_options(self) -> dict:
         return {} if self.env.is_main else {"disable": True}
@@ -191,7 +190,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
     def _global_batch_texts(self, indices: torch.Tensor) -> torch.Tensor:
         local = self.texts.sample_text[indices]
-        if not self.env.enabled or self.cfg.contrast == "classes":
+        if not self.env.enabled or self.cfg.objective.contrast == "classes":
             return local
         return torch.cat([torch.as_tensor(x) for x in ddp.gather_objects(local.tolist(), self.env)])
 
@@ -213,14 +212,14 @@ class Trainer:
                                                                 **model_extras(self.model, batch, self.device))
         image_features = ddp.gather_with_grad(image_features.float(), self.env)
         labels = ddp.gather_tensor(labels, self.env)
-        logit_bias = self.logit_bias if self.cfg.contrast == "classes" else None
-        return contrastive_loss(self.cfg.loss, image_features, text_features.float(), scale.float(),
+        logit_bias = self.logit_bias if self.cfg.objective.contrast == "classes" else None
+        return contrastive_loss(self.cfg.objective.loss, image_features, text_features.float(), scale.float(),
                                 labels, text_labels.to(self.device), logit_bias=logit_bias)
 
     def _classification_step(self, images: torch.Tensor, labels: torch.Tensor, batch: dict) -> torch.Tensor:
         with self._autocast():
             logits = self.wrapped(images, None, **model_extras(self.model, batch, self.device))
-        return classification_loss(logits.float(), labels, self.class_weights, self.cfg.focal_gamma, self.logit_bias)
+        return classification_loss(logits.float(), labels, self.class_weights, self.cfg.objective.focal_gamma, self.logit_bias)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -228,15 +227,15 @@ class Trainer:
         skip_batches = self.state["step_in_epoch"]
         self.train_sampler.set_epoch(epoch, skip=skip_batches * self.batch_items)
         total_batches = math.ceil(self.train_sampler.per_rank / self.batch_items)
-        limit = cfg.max_steps_per_epoch * cfg.grad_accum if cfg.max_steps_per_epoch else None
+        limit = cfg.optim.max_steps_per_epoch * cfg.optim.grad_accum if cfg.optim.max_steps_per_epoch else None
         losses, seen, start = [], 0, time.perf_counter()
         bar = progress(self.train_loader, total=total_batches - skip_batches,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", **self._bar_options())
+                       desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", **self._bar_options())
         self.optimizer.zero_grad(set_to_none=True)
         for batch_number, batch in enumerate(bar, start=skip_batches):
             if limit is not None and batch_number >= limit:
                 break
-            seed = step_seed(cfg.seed, epoch, batch_number + 1)
+            seed = step_seed(cfg.run.seed, epoch, batch_number + 1)
             torch.manual_seed(seed)
             loss = self.train_step(batch, torch.Generator().manual_seed(seed))
             if not torch.isfinite(loss):
@@ -244,14 +243,14 @@ class Trainer:
                     f"the loss became {loss.item()} at epoch {epoch + 1}, batch {batch_number + 1}; training "
                     f"stopped and {self.run_dir / 'last'} keeps the last good checkpoint. Lower the learning "
                     "rates, or use --precision fp32.")
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+            self.scaler.scale(loss / cfg.optim.grad_accum).backward()
             losses.append(loss.item())
             seen += len(batch["index"]) * self.env.world_size
-            if (batch_number + 1) % cfg.grad_accum == 0 or batch_number + 1 == total_batches:
+            if (batch_number + 1) % cfg.optim.grad_accum == 0 or batch_number + 1 == total_batches:
                 self._optimizer_step()
                 self.state["step_in_epoch"] = batch_number + 1
                 stop = self.preemption.stop_now(self.env, self.device)
-                if stop or (cfg.save_every_steps and self.state["global_step"] % cfg.save_every_steps == 0):
+                if stop or (cfg.run.save_every_steps and self.state["global_step"] % cfg.run.save_every_steps == 0):
                     self.save("last")
                 if stop:
                     raise self.preemption.stop(self.run_dir, self.state, self.env)
@@ -261,9 +260,9 @@ class Trainer:
                 "samples_per_s": seen / elapsed if elapsed > 0 else 0.0}
 
     def _optimizer_step(self) -> None:
-        if self.cfg.grad_clip:
+        if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -282,24 +281,24 @@ class Trainer:
         self.validated_model = self.model
         if self.ema is not None:
             ema_metrics, ema_validation = self._validate(self.ema.module)
-            metrics, use_ema = raw_or_ema(metrics, ema_metrics, self.cfg.monitor)
+            metrics, use_ema = raw_or_ema(metrics, ema_metrics, self.cfg.run.monitor)
             if use_ema:
                 self.validated_model, self.last_validation = self.ema.module, ema_validation
         return metrics
 
     def _validate(self, model) -> tuple[dict, tuple]:
         return validate_model(model, self.val_loader, self.val_items, self.val_targets, self.data, self.prompt_set,
-                              self.device, self._autocast, self.cfg.tta)
+                              self.device, self._autocast, self.cfg.tuning.tta)
 
     # ------------------------------------------------------------------- loop
     def _improved(self, value: float) -> bool:
         best = self.state["best"]
-        return best is None or better(value, best, self.cfg.monitor)
+        return best is None or better(value, best, self.cfg.run.monitor)
 
     def _end_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> bool:
         """Record, checkpoint and decide whether to stop early (rank 0 decides)."""
         cfg = self.cfg
-        value = metrics[cfg.monitor]
+        value = metrics[cfg.run.monitor]
         improved = self._improved(value)
         self.state.update(epoch=epoch + 1, step_in_epoch=0)
         self.state["history"].append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
@@ -317,7 +316,7 @@ class Trainer:
         warning = not_learning_warning(self.state["history"], self.val_df["class_id"].nunique(), self.learning_rates)
         if warning:
             logger.warning(warning)
-        return cfg.patience is not None and self.state["epochs_without_improvement"] > cfg.patience
+        return cfg.run.patience is not None and self.state["epochs_without_improvement"] > cfg.run.patience
 
     def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
         if not self.env.is_main:
@@ -329,10 +328,10 @@ class Trainer:
             return
         log_epoch(self.writer, epoch + 1, train_stats, metrics, *self.last_validation, self.data.class_ids,
                   self.data.class_names)
-        if self.cfg.embed_every and (epoch + 1) % self.cfg.embed_every == 0:
+        if self.cfg.run.embed_every and (epoch + 1) % self.cfg.run.embed_every == 0:
             log_validation_projector(self.writer, self.model, self.data.class_ids, self.data.class_names,
                                      self.prompt_set, self.val_df, self.image_root, epoch + 1,
-                                     max_images=self.cfg.embed_max_images, seed=self.cfg.seed,
+                                     max_images=self.cfg.run.embed_max_images, seed=self.cfg.run.seed,
                                      workers=self.workers, preprocess=self.preprocess)
         self.writer.flush()
 
@@ -341,19 +340,19 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict:
-        with PreemptionWatch(self.cfg.preempt_signal) as self.preemption:
+        with PreemptionWatch(self.cfg.run.preempt_signal) as self.preemption:
             self.setup()
             return self._loop()
 
     def _loop(self) -> dict:
         try:
-            for epoch in range(self.state["epoch"], self.cfg.epochs):
+            for epoch in range(self.state["epoch"], self.cfg.optim.epochs):
                 train_stats = self.train_epoch(epoch)
                 stop = self._end_epoch(epoch, train_stats, self.validate()) if self.env.is_main else False
-                if self.preemption.stop_now(self.env, self.device) and epoch + 1 < self.cfg.epochs:
+                if self.preemption.stop_now(self.env, self.device) and epoch + 1 < self.cfg.optim.epochs:
                     raise self.preemption.stop(self.run_dir, self.state, self.env)  # last/ was saved at the epoch's end
                 if ddp.broadcast_flag(stop, self.env):
-                    logger.info("early stop: %s did not improve for %d epochs", self.cfg.monitor,
+                    logger.info("early stop: %s did not improve for %d epochs", self.cfg.run.monitor,
                                 self.state["epochs_without_improvement"])
                     break
             return self._finish()

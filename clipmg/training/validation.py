@@ -3,7 +3,6 @@ evaluate and test.py, with the same test-time augmentation (`--tta`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -56,10 +55,10 @@ def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.devic
         return None
     model, _ = load_checkpoint(checkpoint, device=device)
     items = run_items(test_df, getattr(model, "clip_frames", None))
-    dataset = run_dataset(data, test_df, model, dataclasses.replace(cfg, cache_frames=False), train=False)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size * 2, shuffle=False, **loader_options(workers, device))
+    dataset = run_dataset(data, test_df, model, cfg.replace(cache_frames=False), train=False)
+    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size * 2, shuffle=False, **loader_options(workers, device))
     targets = torch.tensor([data.index_of[c] for c in items["class_id"]], dtype=torch.long)
-    metrics, _ = validate_model(model, loader, items, targets, data, prompt_set, device, autocast, cfg.tta)
+    metrics, _ = validate_model(model, loader, items, targets, data, prompt_set, device, autocast, cfg.tuning.tta)
     logger.info("test part (%d frames that neither trained nor chose %s): %s", len(test_df), checkpoint.name,
                 " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics

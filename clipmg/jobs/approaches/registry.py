@@ -94,8 +94,8 @@ class ComparisonContext:
         cfg = TrainConfig(**settings).validate()
         summary = train(cfg)
         best = self.trained[key] = Path(summary["run_dir"]) / "best"
-        steps = f", at most {cfg.max_steps_per_epoch} steps each" if cfg.max_steps_per_epoch else ""
-        budget = f"{cfg.epochs} epochs{steps} (ran {summary['epochs_run']}, best {summary['best_epoch']})"
+        steps = f", at most {cfg.optim.max_steps_per_epoch} steps each" if cfg.optim.max_steps_per_epoch else ""
+        budget = f"{cfg.optim.epochs} epochs{steps} (ran {summary['epochs_run']}, best {summary['best_epoch']})"
         return ApproachResult(checkpoint=best, budget=budget)
 
     def run(self, name: str) -> ApproachResult:
