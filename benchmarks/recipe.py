@@ -56,13 +56,13 @@ def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dic
     trainer = Trainer(cfg)
     with threads_beside_workers(trainer.device, trainer.workers):
         trainer.setup()
-        cfg.max_steps_per_epoch = settings.warmup_steps
+        cfg.optim.max_steps_per_epoch = settings.warmup_steps
         trainer.train_epoch(0)
         trainer.state["step_in_epoch"] = 0
-        cfg.max_steps_per_epoch = settings.steps
+        cfg.optim.max_steps_per_epoch = settings.steps
         stats = trainer.train_epoch(1)
-    return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.batch_size,
-            "image_size": cfg.image_size}
+    return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.optim.batch_size,
+            "image_size": cfg.network.image_size}
 
 
 def run(settings: RecipeBenchSettings, work: Path) -> dict:

@@ -67,13 +67,13 @@ def measure_training(settings: TemporalBenchSettings, data: dict, output: Path, 
     trainer = Trainer(cfg)
     trainer.setup()
     if settings.warmup_steps:
-        cfg.max_steps_per_epoch = settings.warmup_steps
+        cfg.optim.max_steps_per_epoch = settings.warmup_steps
         trainer.train_epoch(0)
         trainer.state["step_in_epoch"] = 0
-    cfg.max_steps_per_epoch = settings.steps
+    cfg.optim.max_steps_per_epoch = settings.steps
     stats = trainer.train_epoch(1)
     trainer.save("bench", with_state=False)
-    return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.batch_size, "checkpoint": str(output / "bench")}
+    return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size, "checkpoint": str(output / "bench")}
 
 
 def measure_test_py(checkpoint: str, frames_csv: Path, output: Path, settings: TemporalBenchSettings) -> dict:

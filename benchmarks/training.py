@@ -58,24 +58,24 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
         with torch_threads(parallel["train_threads"]):
             trainer.setup()
             if settings.warmup_steps:
-                cfg.max_steps_per_epoch = settings.warmup_steps
+                cfg.optim.max_steps_per_epoch = settings.warmup_steps
                 trainer.train_epoch(0)
                 trainer.state["step_in_epoch"] = 0
-            cfg.max_steps_per_epoch = settings.max_train_steps
+            cfg.optim.max_steps_per_epoch = settings.max_train_steps
             stats = trainer.train_epoch(1)
         trainer.save("bench", with_state=False)
     finally:
         # what Trainer.fit does on its way out: leave a process group torchrun made the Trainer join
         if trainer.env.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    steps = math.ceil(len(trainer.train_dataset) / cfg.batch_size)
+    steps = math.ceil(len(trainer.train_dataset) / cfg.optim.batch_size)
     if settings.max_train_steps:
         steps = min(steps, settings.max_train_steps)
     return {"samples_per_s": stats["samples_per_s"], "steps": steps,
-            "samples": min(len(trainer.train_dataset), steps * cfg.batch_size),
-            "warmup_steps": settings.warmup_steps, "text_source": cfg.text_source, "contrast": cfg.contrast,
-            "precision": precision, "workers": cfg.workers, "threads": parallel["train_threads"],
-            "grad_clip": cfg.grad_clip, "load_average_1min": [load_before, load_average()],
+            "samples": min(len(trainer.train_dataset), steps * cfg.optim.batch_size),
+            "warmup_steps": settings.warmup_steps, "text_source": cfg.text.text_source, "contrast": cfg.objective.contrast,
+            "precision": precision, "workers": cfg.data.workers, "threads": parallel["train_threads"],
+            "grad_clip": cfg.optim.grad_clip, "load_average_1min": [load_before, load_average()],
             "checkpoint": str(output / "bench")}
 
 

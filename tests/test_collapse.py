@@ -45,7 +45,7 @@ def spreads(model, class_texts, images) -> tuple[float, float]:
 
 
 def batches_of(trainer):
-    for epoch in range(trainer.cfg.epochs):
+    for epoch in range(trainer.cfg.optim.epochs):
         trainer.train_sampler.set_epoch(epoch)
         yield from trainer.train_loader
 

@@ -131,19 +131,19 @@ def test_layer_decay_1_is_no_decay_and_below_1_scales_by_depth(tiny_train_settin
     model = create_model(VIT)
     cfg = TrainConfig(**tiny_train_settings)
     plain = build_optimizer(model, cfg)
-    groups = model.param_groups(lr_image=cfg.lr_image, lr_text=cfg.lr_text, lr_heads=cfg.lr_heads,
-                                weight_decay=cfg.weight_decay)
+    groups = model.param_groups(lr_image=cfg.optim.lr_image, lr_text=cfg.optim.lr_text, lr_heads=cfg.optim.lr_heads,
+                                weight_decay=cfg.optim.weight_decay)
     one = apply_layer_decay(model, [dict(g) for g in groups], 1.0)
     assert lrs_by_parameter(torch.optim.AdamW(one)) == lrs_by_parameter(plain)
     decayed = lrs_by_parameter(build_optimizer(model, TrainConfig(**{**tiny_train_settings, "layer_decay": 0.5})))
     params = dict(model.named_parameters())
     lr = {name: decayed[id(params[name])][0] for name in params}
-    assert lr["clip.visual.conv1.weight"] == pytest.approx(cfg.lr_image * 0.5 ** 3)  # embeddings, 2 blocks above
-    assert lr["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"] == pytest.approx(cfg.lr_image * 0.25)
-    assert lr["clip.visual.transformer.resblocks.1.mlp.c_fc.weight"] == pytest.approx(cfg.lr_image * 0.5)
-    assert lr["clip.visual.ln_post.weight"] == pytest.approx(cfg.lr_image)
-    assert lr["clip.token_embedding.weight"] == pytest.approx(cfg.lr_text * 0.125)
-    assert lr["clip.visual.proj"] == pytest.approx(cfg.lr_heads) and lr["logit_scale"] == pytest.approx(cfg.lr_heads)
+    assert lr["clip.visual.conv1.weight"] == pytest.approx(cfg.optim.lr_image * 0.5 ** 3)  # embeddings, 2 blocks above
+    assert lr["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"] == pytest.approx(cfg.optim.lr_image * 0.25)
+    assert lr["clip.visual.transformer.resblocks.1.mlp.c_fc.weight"] == pytest.approx(cfg.optim.lr_image * 0.5)
+    assert lr["clip.visual.ln_post.weight"] == pytest.approx(cfg.optim.lr_image)
+    assert lr["clip.token_embedding.weight"] == pytest.approx(cfg.optim.lr_text * 0.125)
+    assert lr["clip.visual.proj"] == pytest.approx(cfg.optim.lr_heads) and lr["logit_scale"] == pytest.approx(cfg.optim.lr_heads)
 
 
 def test_layer_ids_of_timm_and_hugging_face_towers():
@@ -244,7 +244,7 @@ def test_seeds_share_the_runs_an_ensemble_borrows(tiny_dataset, tmp_path, monkey
 
     trained = []
     real_train = registry.train
-    monkeypatch.setattr(registry, "train", lambda cfg: trained.append(cfg.seed) or real_train(cfg))
+    monkeypatch.setattr(registry, "train", lambda cfg: trained.append(cfg.run.seed) or real_train(cfg))
     cmp.compare_seeds(tiny_dataset / "training" / "train.xlsx", tiny_dataset / "Clip_label.csv", None,
                       ["contrastive", "ensemble-3-seeds"], tmp_path, seeds=[1, 2], mode="quick")
     assert trained == [1, 2, 3, 4]  # not 1, 2, 3 then 2, 3, 4

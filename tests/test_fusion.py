@@ -235,7 +235,7 @@ def test_hflip_training_mirrors_the_keypoints_of_the_frames_it_flips(tiny_train_
         if flipped:
             np.testing.assert_array_equal(item["keypoints"].numpy(), mirrored)
         image = cdata.load_image(dataset.paths[index], max_size=dataset.decode_size)
-        dataset.transform.set_random_seed(step_seed(trainer.cfg.seed, 0, index))
+        dataset.transform.set_random_seed(step_seed(trainer.cfg.run.seed, 0, index))
         expected = dataset.transform(np.ascontiguousarray(image[:, ::-1]) if flipped else image)
         assert torch.equal(item["image"], expected)
         flips.append(flipped)

@@ -109,7 +109,7 @@ def test_init_from_gets_checkpoint_fine_tuning_rates(tiny_train_settings, tmp_pa
                 "init_from": f"{first['run_dir']}/best", "output": str(tmp_path / "fine")}
     trainer = Trainer(TrainConfig(**settings).validate())
     trainer.setup()
-    assert (trainer.cfg.lr_image, trainer.cfg.lr_text, trainer.cfg.lr_heads) == (
+    assert (trainer.cfg.optim.lr_image, trainer.cfg.optim.lr_text, trainer.cfg.optim.lr_heads) == (
         TOWER_RATES[("image", "checkpoint")], TOWER_RATES[("text", "checkpoint")], HEADS_RATE_FINE_TUNING)
     assert {group["lr"] for group in trainer.optimizer.param_groups if group["name"].startswith("image")} == {
         TOWER_RATES[("image", "checkpoint")]}

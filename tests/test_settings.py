@@ -365,4 +365,4 @@ def test_the_train_record_of_a_checkpoint_written_the_old_way_loads_and_fine_tun
 def test_a_setting_renamed_since_still_loads_under_its_new_name():
     from clipmg.training import config_from_dict
 
-    assert config_from_dict({"warmup_steps": 3}).warmup == 3.0
+    assert config_from_dict({"warmup_steps": 3}).optim.warmup == 3.0
