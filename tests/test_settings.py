@@ -366,3 +366,93 @@ def test_a_setting_renamed_since_still_loads_under_its_new_name():
     from clipmg.training import config_from_dict
 
     assert config_from_dict({"warmup_steps": 3}).optim.warmup == 3.0
+
+
+# ------------------------------------------------------------------- sections with owners
+def section_types():
+    from clipmg.training.config import SECTION_TYPES
+
+    return SECTION_TYPES
+
+
+@pytest.mark.parametrize("section,bad,named", [
+    ("data", {"val_fraction": 1.5}, "val_fraction"),
+    ("network", {"clip_frames": 0}, "clip_frames"),
+    ("text", {"text_source": "subtitles"}, "text_source"),
+    ("objective", {"focal_gamma": -1.0}, "focal_gamma"),
+    ("optim", {"epochs": 0}, "epochs"),
+    ("tuning", {"layer_decay": 0.0}, "layer_decay"),
+    ("run", {"monitor": "top_1"}, "monitor"),
+])
+def test_each_section_refuses_a_bad_value_of_its_own_in_one_line_naming_the_setting(section, bad, named):
+    with pytest.raises(DataError) as alone:
+        section_types()[section].from_flat(bad).validate()
+    with pytest.raises(DataError) as within:
+        TrainConfig(**bad).validate()
+    message = str(alone.value)
+    assert named in message and "\n" not in message
+    assert str(within.value) == message
+
+
+def test_each_section_owns_the_flags_of_its_help_group_and_every_flag_has_one_owner():
+    import re
+
+    owners = {kind.section: [flag.name for flag in kind.flags()] for kind in section_types().values()}
+    assert list(owners) == list(SECTIONS)
+    assert [name for names in owners.values() for name in names] == [flag.name for flag in FLAGS]
+    text = train_parser().format_help()
+    starts = [text.index(f"\n{title}:\n") for title, _ in SECTIONS.values()]
+    for section, start, end in zip(owners, starts, [*starts[1:], len(text)]):
+        shown = re.findall(r"^  --([a-z-]+)", text[start:end], flags=re.MULTILINE)
+        assert [name.replace("-", "_") for name in shown] == owners[section], section
+
+
+def test_a_flat_config_round_trips_through_its_sections_to_the_identical_flat_dict(tiny_dataset, tmp_path):
+    import yaml
+
+    flat = {**TrainConfig().to_dict(), **yaml.safe_load(old_config(tiny_dataset, tmp_path)), "class_column": "Label",
+            "lr_heads": 1e-3, "test_fraction": 0.0, "preempt_signal": "USR1"}
+    cfg = TrainConfig.from_flat(flat)
+    assert cfg.to_dict() == flat and list(cfg.to_dict()) == list(flat)
+    by_section = TrainConfig(**{attribute: getattr(cfg, attribute) for attribute in section_types()})
+    assert by_section == cfg and TrainConfig(**flat) == cfg
+    assert cfg.data.columns.class_ == "Label" and cfg.optim.lr_heads == 1e-3 and cfg.run.preempt_signal == "USR1"
+
+
+def test_the_data_section_holds_the_column_names_as_the_data_layer_s_columns():
+    from clipmg.data import Columns
+
+    data = TrainConfig(class_column="Label", caption_column="Text").data
+    assert data.columns == Columns(class_="Label", caption="Text")
+    assert data.to_flat()["path_column"] == "Path" and data.to_flat()["class_column"] == "Label"
+
+
+def test_flat_names_still_read_and_set_the_setting_in_its_section():
+    cfg = TrainConfig(epochs=3)
+    assert cfg.epochs == cfg.optim.epochs == 3
+    cfg.max_steps_per_epoch, cfg.video_column = 2, "Clip"
+    assert cfg.optim.max_steps_per_epoch == 2 and cfg.data.columns.video == "Clip"
+    assert cfg.replace(epochs=5).optim.epochs == 5 and cfg.optim.epochs == 3
+    with pytest.raises(AttributeError):
+        cfg.not_a_setting  # noqa: B018
+    with pytest.raises(TypeError, match="not_a_setting"):
+        TrainConfig(not_a_setting=1)
+    with pytest.raises(DataError, match="unknown setting"):
+        TrainConfig.from_flat({"not_a_setting": 1})
+
+
+def test_each_backend_maps_the_model_spec_to_its_own_options_and_training_names_none():
+    from pathlib import Path
+
+    import clipmg.training
+    from clipmg.models import HybridModel, OpenClipModel
+
+    spec = TrainConfig(model="hybrid", embed_dim=16, pooling="mean").network.spec(num_classes=4)
+    assert HybridModel.options_from_spec(spec) == {
+        "image": "timm:resnet50", "text": "hf:distilbert-base-uncased", "pretrained": False, "pooling": "mean",
+        "image_size": None, "temperature": None, "learn_temperature": True, "embed_dim": 16}
+    assert set(OpenClipModel.options_from_spec(spec)) == set(OpenClipModel.spec_settings)
+    assert spec.wrap.options()["num_classes"] == 4 and spec.wrap.options()["temporal"] is None
+    for path in Path(clipmg.training.__file__).parent.rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert '"hybrid"' not in source and "models.supervised" not in source, path
