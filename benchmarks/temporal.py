@@ -73,7 +73,8 @@ def measure_training(settings: TemporalBenchSettings, data: dict, output: Path, 
     cfg.optim.max_steps_per_epoch = settings.steps
     stats = trainer.train_epoch(1)
     trainer.save("bench", with_state=False)
-    return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size, "checkpoint": str(output / "bench")}
+    return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size,
+            "checkpoint": str(output / "bench")}
 
 
 def measure_test_py(checkpoint: str, frames_csv: Path, output: Path, settings: TemporalBenchSettings) -> dict:

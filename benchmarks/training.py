@@ -73,7 +73,8 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
         steps = min(steps, settings.max_train_steps)
     return {"samples_per_s": stats["samples_per_s"], "steps": steps,
             "samples": min(len(trainer.train_dataset), steps * cfg.optim.batch_size),
-            "warmup_steps": settings.warmup_steps, "text_source": cfg.text.text_source, "contrast": cfg.objective.contrast,
+            "warmup_steps": settings.warmup_steps, "text_source": cfg.text.text_source,
+            "contrast": cfg.objective.contrast,
             "precision": precision, "workers": cfg.data.workers, "threads": parallel["train_threads"],
             "grad_clip": cfg.optim.grad_clip, "load_average_1min": [load_before, load_average()],
             "checkpoint": str(output / "bench")}

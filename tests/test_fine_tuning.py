@@ -143,7 +143,8 @@ def test_layer_decay_1_is_no_decay_and_below_1_scales_by_depth(tiny_train_settin
     assert lr["clip.visual.transformer.resblocks.1.mlp.c_fc.weight"] == pytest.approx(cfg.optim.lr_image * 0.5)
     assert lr["clip.visual.ln_post.weight"] == pytest.approx(cfg.optim.lr_image)
     assert lr["clip.token_embedding.weight"] == pytest.approx(cfg.optim.lr_text * 0.125)
-    assert lr["clip.visual.proj"] == pytest.approx(cfg.optim.lr_heads) and lr["logit_scale"] == pytest.approx(cfg.optim.lr_heads)
+    assert lr["clip.visual.proj"] == pytest.approx(cfg.optim.lr_heads)
+    assert lr["logit_scale"] == pytest.approx(cfg.optim.lr_heads)
 
 
 def test_layer_ids_of_timm_and_hugging_face_towers():

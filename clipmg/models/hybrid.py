@@ -183,7 +183,8 @@ class HybridModel(ContrastiveModel):
     @classmethod
     def options_from_spec(cls, spec: ModelSpec) -> dict[str, Any]:
         """The towers are pretrained only when `pretrained` says so; a tower's own setting wins."""
-        options = {"image": spec.image_encoder or "timm:resnet50", "text": spec.text_encoder or "hf:distilbert-base-uncased",
+        options = {"image": spec.image_encoder or "timm:resnet50",
+                   "text": spec.text_encoder or "hf:distilbert-base-uncased",
                    "pretrained": bool(wants_pretrained(spec.pretrained)), "pooling": spec.pooling,
                    "image_size": spec.image_size, "temperature": spec.temperature,
                    "learn_temperature": spec.learn_temperature}

@@ -147,7 +147,8 @@ def unread_settings(name: str) -> list[tuple[tuple[str, ...], str]]:
     groups: dict[str, list[str]] = {}
     for setting in SPEC_SETTINGS:
         if setting not in cls.spec_settings:
-            readers = " or ".join(other.name_pattern for other in sorted(_NAMED, key=_listed_first) if setting in other.spec_settings)
+            readers = " or ".join(other.name_pattern for other in sorted(_NAMED, key=_listed_first)
+                                  if setting in other.spec_settings)
             groups.setdefault(readers, []).append(setting)
     return [(tuple(settings), readers) for readers, settings in groups.items()]
 

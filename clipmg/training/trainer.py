@@ -79,7 +79,8 @@ class Trainer:
         self.prompt_set = load_prompt_set(cfg.text.prompts)
         self.model = self._build_model().to(self.device)
         self.learning_rates = resolve_learning_rates(cfg.optim.lr_image, cfg.optim.lr_text, cfg.optim.lr_heads,
-                                                     self.model.tower_origins, from_checkpoint=bool(cfg.network.init_from),
+                                                     self.model.tower_origins,
+                                                     from_checkpoint=bool(cfg.network.init_from),
                                                      lora=bool(cfg.tuning.lora_rank))
         self.cfg = cfg = cfg.replace(**self.learning_rates.as_config())
         if self.env.is_main:
@@ -93,7 +94,8 @@ class Trainer:
         self.train_items, self.val_items = run_items(self.train_df, clip_frames), run_items(self.val_df, clip_frames)
         self.train_targets, self.val_targets = self._targets(self.train_items), self._targets(self.val_items)
         self.texts = TrainingTexts.build(self.train_items, self.train_targets, self.data.class_ids,
-                                         self.data.class_names, self.prompt_set, cfg.text.text_source, cfg.objective.contrast)
+                                         self.data.class_names, self.prompt_set, cfg.text.text_source,
+                                         cfg.objective.contrast)
         self.train_loader, self.train_sampler = self._train_loader()
         self.val_loader = self._val_loader()
         self.optimizer = build_optimizer(self.model, cfg)
@@ -135,7 +137,8 @@ class Trainer:
         cfg = self.cfg
         weights = None
         if cfg.objective.balanced_sampler != "none":
-            weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(), cfg.objective.balanced_sampler),
+            weights = torch.as_tensor(cdata.balanced_sample_weights(self.train_targets.numpy(),
+                                                                    cfg.objective.balanced_sampler),
                                       dtype=torch.float32)
         self.train_dataset = EpochSeededDataset(run_dataset(self.data, self.train_df, self.model, cfg, train=True),
                                                 cfg.run.seed)
@@ -219,7 +222,8 @@ class Trainer:
     def _classification_step(self, images: torch.Tensor, labels: torch.Tensor, batch: dict) -> torch.Tensor:
         with self._autocast():
             logits = self.wrapped(images, None, **model_extras(self.model, batch, self.device))
-        return classification_loss(logits.float(), labels, self.class_weights, self.cfg.objective.focal_gamma, self.logit_bias)
+        return classification_loss(logits.float(), labels, self.class_weights, self.cfg.objective.focal_gamma,
+                                   self.logit_bias)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg

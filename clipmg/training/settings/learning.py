@@ -41,7 +41,8 @@ class LossSettings(Settings):
 
     def unused_settings(self):
         if self.contrast == "batch":
-            return iter([(("logit_adjust_tau",), "use --contrast classes", "logit adjustment needs --contrast classes")])
+            return iter([(("logit_adjust_tau",), "use --contrast classes",
+                          "logit adjustment needs --contrast classes")])
         return iter(())
 
 
