@@ -74,7 +74,7 @@ class ModelSettings(Settings):
     def unused_settings(self):
         rules: list[Unused] = []
         if not self.init_from:
-            rules += [(settings, f"use --model {readers}", f"--model {self.model} does not read them")
+            rules += [(settings, f"use --model {readers}", f"not read by --model {self.model}")
                       for settings, readers in unread_settings(self.model)]
         if self.pose_fusion == "none" and not self.hand_crops:
             rules.append((("keypoints",), "use --pose-fusion or --hand-crops",
