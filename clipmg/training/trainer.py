@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
-from clipmg.checkpoint import save_checkpoint
+from clipmg.checkpoint import CheckpointRecord, save_checkpoint
 from clipmg.errors import TrainingError
 from clipmg.losses import (
     classification_loss,
@@ -174,18 +174,18 @@ class Trainer:
                 "trainer": dict(self.state), "adapters": adapter_state(self.model),
                 "ema": self.ema.module.state_dict() if self.ema is not None else {}}
 
-    def _checkpoint_config(self, metrics: dict | None = None) -> dict:
-        return {"class_ids": self.data.class_ids, "class_names": self.data.class_names,
-                "prompts": self.prompt_set.to_dict(), "preprocess": self.preprocess,
-                "train": self.cfg.to_dict(), "metrics": metrics or {}, "epoch": self.state["epoch"],
-                "split": {k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))}}
+    def _checkpoint_record(self, metrics: dict | None = None) -> CheckpointRecord:
+        return CheckpointRecord(
+            class_ids=self.data.class_ids, class_names=self.data.class_names, prompts=self.prompt_set.to_dict(),
+            preprocess=self.preprocess, train=self.cfg.to_dict(), metrics=metrics or {}, epoch=self.state["epoch"],
+            split={k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))})
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True, model=None) -> None:
         """Checkpoint `model` (default the trained one; LoRA adapters merged) as `name`/."""
         if not self.env.is_main:
             return
         model = merged_copy(self.model if model is None else model)
-        save_checkpoint(self.run_dir / name, model, self._checkpoint_config(metrics),
+        save_checkpoint(self.run_dir / name, model, self._checkpoint_record(metrics),
                         self._trainer_state() if with_state else None)
 
     # ------------------------------------------------------------------ steps
