@@ -40,7 +40,12 @@ from clipmg.training.data import (
 from clipmg.training.ema import create_ema, update_ema
 from clipmg.training.lora import adapter_state, merged_copy
 from clipmg.training.model import build_model
-from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
+from clipmg.training.optim import (
+    SchedulerInterval,
+    autocast_dtype,
+    build_optimizer,
+    build_scheduler,
+)
 from clipmg.training.preemption import PreemptionWatch
 from clipmg.training.recipes import (
     not_learning_warning,
@@ -267,7 +272,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler_every == "step":
+        if self.scheduler_every is SchedulerInterval.STEP:
             self.scheduler.step()
         self.state.global_step += 1
         update_ema(self.ema, self.model, self.state.global_step)
@@ -304,7 +309,7 @@ class Trainer:
         self.state.finish_epoch({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
                                  **{f"val_{k}": v for k, v in metrics.items()}, "finished_at": time.time()},
                                 value, improved)
-        if self.scheduler_every == "epoch":
+        if self.scheduler_every is SchedulerInterval.EPOCH:
             self.scheduler.step(value)
         if improved:
             self.save("best", metrics, with_state=False, model=self.validated_model)
