@@ -4,7 +4,7 @@ towers, gradient checkpointing and LoRA adapters when asked."""
 
 from __future__ import annotations
 
-from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
+from clipmg.checkpoint import CheckpointRecord, load_checkpoint_folder, resolve_checkpoint
 from clipmg.errors import DataError
 from clipmg.models import compose_model, create_model
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
@@ -18,11 +18,12 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
     num_classes = len(class_ids)
     prompt_set = load_prompt_set(cfg.prompts) if cfg.prompts else PromptSet()
     if cfg.init_from:
-        source, config = load_checkpoint(cfg.init_from)
-        logger.info("fine-tuning from %s (%s)", cfg.init_from, config["model"].get("name", ""))
-        refuse_settings_the_checkpoint_overrides(cfg, config, source)
+        folder = resolve_checkpoint(cfg.init_from)
+        source, record = load_checkpoint_folder(folder)
+        logger.info("fine-tuning from %s (%s)", cfg.init_from, record.model.get("name", ""))
+        refuse_settings_the_checkpoint_overrides(cfg, record, source)
         if not cfg.prompts:
-            prompt_set = PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(cfg.init_from))
+            prompt_set = PromptSet.from_dict(record.prompts or {}, folder)
         model = compose_model(source, **cfg.wrapper_options(num_classes), source=str(cfg.init_from))
     else:
         model = create_model(cfg.model, **cfg.model_options(num_classes))
@@ -45,18 +46,17 @@ def init_zero_shot_head(model, class_ids: list[int], class_names: list[str], pro
     model.init_zero_shot_head(embeddings, tower.scale().detach())
 
 
-def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, config: dict, source) -> None:
+def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, record: CheckpointRecord, source) -> None:
     """With --init-from the model is the checkpoint's: a backend setting given with another value
     than the checkpoint's (`--image-size 64` on a 96 px checkpoint) would be ignored, so it is an
     error. A value the checkpoint has (its run's settings, its model's name and input size) is
     accepted, so a run's settings can be passed on to its fine-tuning."""
-    record = config.get("train") or {}
     conflicts = []
     for name in cfg.given(*BACKEND_SETTINGS):
         value = getattr(cfg, name)
-        accepted = {_hashable(record.get(name))}
+        accepted = {_hashable(record.train.get(name))}
         if name == "model":
-            accepted |= _model_names(config.get("model") or {})
+            accepted |= _model_names(record.model)
         if name == "image_size":
             accepted.add(source.preprocess_config.get("image_size"))
         if _hashable(value) not in accepted:
