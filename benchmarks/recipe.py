@@ -58,7 +58,7 @@ def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dic
         trainer.setup()
         cfg.optim.max_steps_per_epoch = settings.warmup_steps
         trainer.train_epoch(0)
-        trainer.state["step_in_epoch"] = 0
+        trainer.state.step_in_epoch = 0
         cfg.optim.max_steps_per_epoch = settings.steps
         stats = trainer.train_epoch(1)
     return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.optim.batch_size,

@@ -60,7 +60,7 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
             if settings.warmup_steps:
                 cfg.optim.max_steps_per_epoch = settings.warmup_steps
                 trainer.train_epoch(0)
-                trainer.state["step_in_epoch"] = 0
+                trainer.state.step_in_epoch = 0
             cfg.optim.max_steps_per_epoch = settings.max_train_steps
             stats = trainer.train_epoch(1)
         trainer.save("bench", with_state=False)

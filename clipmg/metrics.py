@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from clipmg.outputs import output_errors
 from clipmg.utils import atomic_write_text
@@ -24,6 +23,14 @@ from clipmg.utils import atomic_write_text
 #: what validation reports each epoch (`--monitor` chooses one)
 VALIDATION_METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "clip_top5", "loss")
 LOWER_IS_BETTER = frozenset({"loss"})
+
+
+def _sklearn_metrics():
+    """sklearn.metrics, imported on first use: a large import that `import clipmg` and the CLI's
+    start-up should not pay."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -63,7 +70,7 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: 
         f"{prefix}top5": topk_accuracy(logits, targets, 5),
         # Mean recall over the classes present in the targets (sklearn's definition).
         f"{prefix}balanced_accuracy": _balanced_accuracy(y, preds),
-        f"{prefix}macro_f1": float(f1_score(y, preds, labels=np.unique(y), average="macro", zero_division=0))
+        f"{prefix}macro_f1": float(_sklearn_metrics().f1_score(y, preds, labels=np.unique(y), average="macro", zero_division=0))
         if len(y) else float("nan"),
     }
 
@@ -97,7 +104,7 @@ def _balanced_accuracy(y: np.ndarray, preds: np.ndarray) -> float:
         return float("nan")
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected here
         warnings.simplefilter("ignore", UserWarning)
-        return float(balanced_accuracy_score(y, preds))
+        return float(_sklearn_metrics().balanced_accuracy_score(y, preds))
 
 
 def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str],
@@ -109,7 +116,7 @@ def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: l
     preds = logits.argmax(dim=1).cpu().numpy()
     y = targets.cpu().numpy()
     labels = np.arange(len(class_names))
-    cm = confusion_matrix(y, preds, labels=labels)
+    cm = _sklearn_metrics().confusion_matrix(y, preds, labels=labels)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
     correct = np.diag(cm)
@@ -126,7 +133,7 @@ def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: l
 
 def confusion(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
     preds = logits.argmax(dim=1).cpu().numpy()
-    return confusion_matrix(targets.cpu().numpy(), preds, labels=np.arange(num_classes))
+    return _sklearn_metrics().confusion_matrix(targets.cpu().numpy(), preds, labels=np.arange(num_classes))
 
 
 # --------------------------------------------------------------------------- reports

@@ -192,8 +192,8 @@ def keep_freed_memory_for_reuse(keep_bytes: int = HEAP_KEEP_BYTES) -> bool:
 
     By default glibc maps each block above its mmap threshold (128 KiB, rising with use to at
     most 32 MiB: activations, batches) fresh from the kernel and unmaps it when freed, so
-    every batch page-faults its activations in anew: on the 2-core CPU that cost test.py about
-    a fifth of its speed (docs/benchmarks.md).
+    every batch page-faults its activations in anew, which costs test.py a measurable share of
+    its speed on a small CPU (docs/benchmarks.md).
     Serving all blocks from the heap and keeping up to `keep_bytes` free at its top is what
     jemalloc or tcmalloc would give (PyTorch's CPU tuning guide preloads one of them).
 

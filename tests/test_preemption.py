@@ -124,7 +124,7 @@ RANK_SIGNALLED = textwrap.dedent("""
 
     def step_then_signal(self):  # only rank 1 is signalled, after its first step
         step(self)
-        if self.env.rank == 1 and self.state["global_step"] == 1:
+        if self.env.rank == 1 and self.state.global_step == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
     Trainer._optimizer_step = step_then_signal

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from clipmg.checkpoint.record import CheckpointRecord, as_record
 from clipmg.utils import atomic_write_text
 
 CARD = "README.md"
@@ -33,7 +34,8 @@ METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "balanced_accuracy": "balanced
                 "loss": "loss", "n_images": "frames", "n_clips": "clips"}
 
 
-def write_model_card(folder: str | Path, config: Mapping | None = None, hub_repo: str | None = None) -> Path:
+def write_model_card(folder: str | Path, config: CheckpointRecord | Mapping | None = None,
+                     hub_repo: str | None = None) -> Path:
     """(Re)write `folder`/README.md from `config` (default: the folder's config.json)."""
     folder = Path(folder)
     if config is None:
@@ -43,21 +45,21 @@ def write_model_card(folder: str | Path, config: Mapping | None = None, hub_repo
     return path
 
 
-def model_card(config: Mapping, name: str = "checkpoint", hub_repo: str | None = None) -> str:
-    """The card's Markdown for a checkpoint whose config.json is `config`."""
-    model = config.get("model") or {}
-    title = hub_repo or model.get("name") or name
-    sections = [_front_matter(config), f"# {title}\n",
+def model_card(config: CheckpointRecord | Mapping, name: str = "checkpoint", hub_repo: str | None = None) -> str:
+    """The card's Markdown for a checkpoint whose config.json is `config` (or holds that record)."""
+    record = as_record(config)
+    title = hub_repo or record.model.get("name") or name
+    sections = [_front_matter(record), f"# {title}\n",
                 "A clipmg checkpoint: micro-gesture classification of video frames. "
                 "This card is generated from the checkpoint's `config.json`; it states only what that file "
                 "holds.\n",
-                _model_section(config), _classes_section(config), _data_section(config),
-                _recipe_section(config), _metrics_section(config), _usage_section(config, hub_repo)]
+                _model_section(record), _classes_section(record), _data_section(record),
+                _recipe_section(record), _metrics_section(record), _usage_section(record, hub_repo)]
     return "\n".join(section for section in sections if section).rstrip() + "\n"
 
 
-def _front_matter(config: Mapping) -> str:
-    model = config.get("model") or {}
+def _front_matter(record: CheckpointRecord) -> str:
+    model = record.model
     tags = ["clipmg", "micro-gesture", "video-frames", model.get("backend") or "model"]
     head = "image-classification" if _has_linear_head(model) else "zero-shot-image-classification"
     lines = ["---", "library_name: clipmg", f"pipeline_tag: {head}", "tags:"] + [f"- {tag}" for tag in tags]
@@ -68,21 +70,21 @@ def _has_linear_head(model: Mapping) -> bool:
     return model.get("backend") == "supervised" or model.get("head") == "linear"
 
 
-def _model_section(config: Mapping) -> str:
-    model = config.get("model") or {}
+def _model_section(record: CheckpointRecord) -> str:
+    model = record.model
     rows = [("name", model.get("name")), ("backend", model.get("backend"))]
     rows += [(key, model.get(key)) for key in ("pretrained", "image_size", "embed_dim", "context_length",
                                                "temperature", "learn_temperature") if key in model]
     inner = model.get("inner") or model.get("backbone")
     if isinstance(inner, Mapping):
         rows.append(("wraps", inner.get("name") or inner.get("backend")))
-    preprocess = config.get("preprocess") or model.get("preprocess") or {}
+    preprocess = record.preprocess or model.get("preprocess") or {}
     if preprocess:
         rows.append(("preprocess", f"size {preprocess.get('image_size')}, mean {preprocess.get('mean')}, "
                                    f"std {preprocess.get('std')}, {preprocess.get('interpolation', 'bicubic')}"))
     scoring = ("a linear classifier head over the image embedding" if _has_linear_head(model)
                else "cosine similarity of the image embedding to one text embedding per class (its prompts)")
-    prompts = config.get("prompts") or {}
+    prompts = record.prompts or {}
     text = ["## Model\n", f"Classes are scored by {scoring}.\n", _table(("setting", "value"), rows)]
     if prompts.get("templates") and not _has_linear_head(model):
         shown = ", ".join(f"`{t}`" for t in prompts["templates"][:5])
@@ -91,17 +93,16 @@ def _model_section(config: Mapping) -> str:
     return "\n".join(text) + "\n"
 
 
-def _classes_section(config: Mapping) -> str:
-    ids, names = config.get("class_ids") or [], config.get("class_names") or []
+def _classes_section(record: CheckpointRecord) -> str:
+    ids, names = record.class_ids, record.class_names
     if not ids:
         return ""
     rows = list(zip(ids, names))
     return f"## Classes ({len(ids)})\n\n" + _table(("id", "name"), rows) + "\n"
 
 
-def _data_section(config: Mapping) -> str:
-    train = config.get("train") or {}
-    split = config.get("split") or {}
+def _data_section(record: CheckpointRecord) -> str:
+    train, split = record.train, record.split or {}
     rows = [(key, train[key]) for key in DATA_KEYS if train.get(key) is not None]
     rows += [(f"split {key}", split[key]) for key in SPLIT_KEYS if split.get(key) is not None]
     if not rows and "leakage" not in split:
@@ -115,15 +116,15 @@ def _data_section(config: Mapping) -> str:
     return "\n".join(text) + "\n"
 
 
-def _recipe_section(config: Mapping) -> str:
-    train = config.get("train") or {}
+def _recipe_section(record: CheckpointRecord) -> str:
+    train = record.train
     if not train:
         return ""
     rows = [(key, train[key]) for key in RECIPE_KEYS if key in train]
     text = ["## Recipe\n", "As config.json's `train` holds them (learning rates as resolved for the run).\n",
             _table(("setting", "value"), rows)]
     for key in ("prompt_learning", "probe"):
-        extra = config.get(key)
+        extra = getattr(record, key)
         if isinstance(extra, Mapping):
             plain = [(k, v) for k, v in extra.items() if not isinstance(v, (Mapping, list))]
             text.append(f"\n{key.replace('_', ' ').capitalize()}:\n\n" + _table(("setting", "value"), plain))
@@ -132,25 +133,25 @@ def _recipe_section(config: Mapping) -> str:
     return "\n".join(text) + "\n"
 
 
-def _metrics_section(config: Mapping) -> str:
-    metrics = config.get("metrics") or {}
+def _metrics_section(record: CheckpointRecord) -> str:
+    metrics = record.metrics or {}
     shown = [(METRIC_NAMES.get(key, key), _number(value)) for key, value in metrics.items()
              if isinstance(value, (int, float)) and not isinstance(value, bool)]
     if not shown:
         return "## Metrics\n\nconfig.json records no metrics for this checkpoint.\n"
-    split = config.get("split") or {}
-    source = split.get("source") or (config.get("train") or {}).get("split")
+    split = record.split or {}
+    source = split.get("source") or record.train.get("split")
     where = (f"the validation frames of `{source}`" if source
              else "the validation frames of the run's split (`split.csv` in the run folder)")
     if split.get("by"):
         where += f" (split by {split['by']}, leakage {split.get('leakage', 'not recorded')})"
-    epoch = f", at epoch {config['epoch']}" if config.get("epoch") is not None else ""
+    epoch = f", at epoch {record.epoch}" if record.epoch is not None else ""
     return f"## Metrics\n\nMeasured on {where}{epoch}.\n\n" + _table(("metric", "value"), shown) + "\n"
 
 
-def _usage_section(config: Mapping, hub_repo: str | None) -> str:
+def _usage_section(record: CheckpointRecord, hub_repo: str | None) -> str:
     where = f"hf-hub:{hub_repo}" if hub_repo else "path/to/this/folder"
-    return _clipmg_usage(where) + _open_clip_usage(config.get("open_clip"), hub_repo)
+    return _clipmg_usage(where) + _open_clip_usage(record.open_clip, hub_repo)
 
 
 def _open_clip_usage(export: Mapping | None, hub_repo: str | None) -> str:

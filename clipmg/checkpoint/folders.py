@@ -9,9 +9,11 @@ whole. Nothing in a checkpoint can run code when loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,20 +21,22 @@ from safetensors.torch import load_file, save_file
 
 from clipmg.checkpoint.card import CARD, model_card
 from clipmg.checkpoint.hub import download_checkpoint, is_hub_reference
+from clipmg.checkpoint.record import FORMAT_VERSION, CheckpointRecord, as_record
 from clipmg.errors import CheckpointError
 from clipmg.outputs import check_output_folder, output_errors, write_failed
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAINER_STATE = "trainer_state.pt"
-FORMAT_VERSION = 1
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: CheckpointRecord | Mapping,
                     trainer_state: dict | None = None, extra_writers=()) -> Path:
-    """Write ``model``'s weights, ``config`` and the model card made from it (plus trainer state) to
-    ``folder`` atomically. Each of ``extra_writers`` is called with the staging folder to add its
-    own files (e.g. the learned prompt context, ``prompt_learner.safetensors``)."""
+    """Write ``model``'s weights, ``config`` (a record, or the dict of one) with the model's own
+    config and the model card made from it (plus trainer state) to ``folder`` atomically. Each of
+    ``extra_writers`` is called with the staging folder to add its own files (e.g. the learned
+    prompt context, ``prompt_learner.safetensors``)."""
+    record = dataclasses.replace(as_record(config), format_version=FORMAT_VERSION, model=model.model_config)
     folder = check_output_folder(folder, "checkpoint")
     kept = (f"the previous checkpoint in {folder} is untouched" if (folder / WEIGHTS).is_file()
             else "no checkpoint was written")
@@ -44,8 +48,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
         save_file(_unshare(state), staging / WEIGHTS)
         if hasattr(model, "save_pretrained_parts"):
             model.save_pretrained_parts(staging)
-        payload = {"format_version": FORMAT_VERSION, "model": model.model_config, **config}
-        text = json.dumps(payload, indent=2, default=str)
+        text = json.dumps(record.to_json_dict(), indent=2, default=str)
         (staging / CONFIG).write_text(text, encoding="utf-8")
         (staging / CARD).write_text(model_card(json.loads(text), name=folder.name), encoding="utf-8")
         if trainer_state is not None:
@@ -118,7 +121,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
-    folder = resolve_checkpoint(path)
+    """The parsed config.json of the checkpoint `path` names (resolved as `resolve_checkpoint` does)."""
+    return _read_config_json(resolve_checkpoint(path))
+
+
+def read_record(folder: Path) -> CheckpointRecord:
+    """The record of a folder `resolve_checkpoint` returned."""
+    return CheckpointRecord.from_json_dict(_read_config_json(folder))
+
+
+def _read_config_json(folder: Path) -> dict:
     try:
         return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -126,11 +138,18 @@ def read_checkpoint_config(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model of a checkpoint. Returns ``(model, config)``; the model is in eval mode."""
+    """Rebuild the model of a checkpoint. Returns ``(model, config)``, config the parsed
+    config.json; the model is in eval mode."""
+    model, record = load_checkpoint_folder(resolve_checkpoint(path), device)
+    return model, record.to_json_dict()
+
+
+def load_checkpoint_folder(folder: Path, device: str | torch.device = "cpu"):
+    """`load_checkpoint` of a folder `resolve_checkpoint` returned (resolved once by the caller,
+    which keeps the folder): ``(model, CheckpointRecord)``."""
     from clipmg.models import create_model_from_config
 
-    folder = resolve_checkpoint(path)
-    config = read_checkpoint_config(folder)
+    config = _read_config_json(folder)
     if not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"checkpoint {folder} has no {WEIGHTS}: it was not fully written. Point "
                               "--checkpoint at a run's best/ or last/ folder, or train one with `clipmg train`.")
@@ -140,7 +159,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     model = create_model_from_config(config["model"], folder=folder)
     load_weights(model, folder / WEIGHTS)
     model.to(device).eval()
-    return model, config
+    return model, CheckpointRecord.from_json_dict(config)
 
 
 def load_weights(model: torch.nn.Module, weights_file: Path) -> None:

@@ -20,8 +20,8 @@ def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarr
     orientation; puts transparent images on white; converts grayscale, palette and CMYK to
     RGB; scales 16-bit images to 8 bits. `max_size` is the shorter side the caller will
     resize to (as in albumentations' SmallestMaxSize): JPEGs are then decoded at the smallest
-    1/2, 1/4 or 1/8 scale whose shorter side is still at least `max_size`, which is several
-    times faster; the result is not resized any further. A missing, truncated or corrupt
+    1/2, 1/4 or 1/8 scale whose shorter side is still at least `max_size`, so that fewer
+    pixels are decoded; the result is not resized any further. A missing, truncated or corrupt
     file raises ImageError naming it.
     """
     try:

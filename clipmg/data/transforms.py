@@ -140,7 +140,7 @@ def create_transform(
 def normalize_images(images: torch.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,
                      std: Sequence[float] = OPENAI_CLIP_STD) -> torch.Tensor:
     """uint8 (B, 3, H, W) pixels -> float32 normalised, channels-last (convolutions run
-    about 1.2x faster on it on the CPU, and use tensor cores on GPUs); float input is taken
+    faster on it, on the CPU and on GPUs' tensor cores; docs/benchmarks.md); float input is taken
     as already normalised and only changes layout. Clips (B, K, 3, H, W) are normalised frame by
     frame and keep their shape."""
     if images.ndim == 5:

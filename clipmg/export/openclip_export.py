@@ -14,13 +14,14 @@ clipmg); it is written as open_clip's `logit_scale`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import torch
 
-from clipmg.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from clipmg.checkpoint import load_checkpoint_folder, resolve_checkpoint, save_checkpoint
 from clipmg.errors import ModelError
 
 WEIGHTS = "open_clip_model.safetensors"
@@ -63,7 +64,7 @@ def export_open_clip(checkpoint: str | os.PathLike, out: str | os.PathLike, name
     from safetensors.torch import save_file
 
     source = resolve_checkpoint(checkpoint)
-    model, config = load_checkpoint(source)
+    model, record = load_checkpoint_folder(source)
     if model.model_config.get("backend") != "openclip":
         raise ModelError(f"{source} holds a {model.model_config.get('name')} model; the open_clip export is for "
                          "plain openclip: checkpoints (no linear head, pose fusion or hand crops). "
@@ -80,8 +81,8 @@ def export_open_clip(checkpoint: str | os.PathLike, out: str | os.PathLike, name
         hub = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(model.preprocess_config)}
         (staging / HUB_CONFIG).write_text(json.dumps(hub, indent=2) + "\n", encoding="utf-8")
 
-    kept = {key: value for key, value in config.items() if key not in ("format_version", "model")}
-    kept["open_clip"] = {"name": name, "weights": WEIGHTS, "config": f"{name}.json", "source": str(source)}
+    kept = dataclasses.replace(record, open_clip={"name": name, "weights": WEIGHTS, "config": f"{name}.json",
+                                                  "source": str(source)})
     folder = save_checkpoint(out, model, kept, extra_writers=[write_open_clip])
     return {"out": str(folder), "name": name, "files": [WEIGHTS, f"{name}.json", HUB_CONFIG],
             "load": open_clip_usage(folder, name)}

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clipmg import data as cdata
+from clipmg.checkpoint import CheckpointRecord, as_record
 from clipmg.errors import ImageError
 from clipmg.utils import default_workers, threads_beside_workers
 
@@ -42,9 +43,9 @@ def resolve_image_path(path: str, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def trained_image_roots(config: Mapping) -> list[Path]:
-    """The image folder a checkpoint was trained on (from its config's `train` settings)."""
-    train = config.get("train") or {}
+def trained_image_roots(config: CheckpointRecord | Mapping) -> list[Path]:
+    """The image folder a checkpoint was trained on (from its record's `train` settings)."""
+    train = as_record(config).train
     if train.get("image_root"):
         return [Path(train["image_root"])]
     if train.get("metadata"):
@@ -53,7 +54,7 @@ def trained_image_roots(config: Mapping) -> list[Path]:
 
 
 def image_roots(image_root: str | os.PathLike | None = None, *, metadata: str | os.PathLike | None = None,
-                csv: Path | None = None, config: Mapping | None = None) -> list[Path]:
+                csv: Path | None = None, config: CheckpointRecord | Mapping | None = None) -> list[Path]:
     """Where relative image paths are looked for: `image_root` alone when given; else, in order,
     the default image root of `metadata`, or the folder of a `csv` of paths and `training/` in
     it; then the image folder the checkpoint (`config`) was trained on."""
@@ -64,7 +65,7 @@ def image_roots(image_root: str | os.PathLike | None = None, *, metadata: str | 
         roots.append(Path(cdata.default_image_root(metadata)))
     if csv is not None:
         roots += [csv.parent, csv.parent / "training"]
-    roots += trained_image_roots(config or {})
+    roots += trained_image_roots(config)
     return list(dict.fromkeys(roots))
 
 

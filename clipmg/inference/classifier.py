@@ -15,7 +15,12 @@ from pathlib import Path
 import torch
 
 from clipmg import data as cdata
-from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
+from clipmg.checkpoint import (
+    CheckpointRecord,
+    as_record,
+    load_checkpoint_folder,
+    resolve_checkpoint,
+)
 from clipmg.errors import DataError, ModelError
 from clipmg.inference.tta import check_tta, tta_logits
 from clipmg.models import create_model
@@ -53,13 +58,13 @@ class Classifier:
         device = resolve_device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu (or auto)")
-        folder = resolve_checkpoint(checkpoint)
-        model, config = load_checkpoint(folder, device)
-        class_ids = [int(i) for i in config["class_ids"]]
-        names = class_names_for(class_ids, list(config["class_names"]), labels, folder)
-        prompt_set = load_prompt_set(prompts) if prompts else PromptSet.from_dict(config.get("prompts") or {}, folder)
-        return cls.from_model(model, class_ids, names, prompt_set, preprocess=config.get("preprocess"),
-                              config=config, checkpoint=folder, tta=tta)
+        folder = resolve_checkpoint(checkpoint)  # once: everything below reads this folder
+        model, record = load_checkpoint_folder(folder, device)
+        class_ids = [int(i) for i in record.class_ids]
+        names = class_names_for(class_ids, list(record.class_names), labels, folder)
+        prompt_set = load_prompt_set(prompts) if prompts else PromptSet.from_dict(record.prompts or {}, folder)
+        return cls.from_model(model, class_ids, names, prompt_set, preprocess=record.preprocess,
+                              config=record.to_json_dict(), checkpoint=folder, tta=tta)
 
     @classmethod
     def zero_shot(cls, model: str, pretrained: str | None, labels, device: str = "auto") -> Classifier:
@@ -94,6 +99,11 @@ class Classifier:
             return str(self.checkpoint) + ("" if self.tta == "none" else f" (tta {self.tta})")
         cfg = getattr(self.model, "model_config", {})
         return f"{cfg.get('name')} (pretrained {cfg.get('pretrained')}, zero-shot)"
+
+    @property
+    def record(self) -> CheckpointRecord:
+        """The checkpoint's config.json (`config`) as a record (an empty one for a zero-shot model)."""
+        return as_record(self.config)
 
     @property
     def label_table(self) -> dict[int, str]:

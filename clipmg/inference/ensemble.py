@@ -72,6 +72,7 @@ class Ensemble:
     label_table = property(lambda self: self.first.label_table)
     num_classes = property(lambda self: self.first.num_classes)
     config = property(lambda self: self.first.config)
+    record = property(lambda self: self.first.record)
     device = property(lambda self: self.first.device)
     checkpoint = property(lambda self: self.first.checkpoint)
     tta = property(lambda self: self.first.tta)

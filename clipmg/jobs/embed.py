@@ -67,7 +67,7 @@ def embed_checkpoint(checkpoint: str | os.PathLike, metadata: str | os.PathLike,
     if not len(emb):
         raise ImageError(f"none of the {len(sample)} sampled images of {source} could be read "
                          f"(first: {emb.skipped[0][2] if emb.skipped else 'none'})")
-    step = int(config.get("epoch", 0) or 0) if global_step is None else global_step
+    step = int(classifier.record.epoch or 0) if global_step is None else global_step
     logdir = Path(logdir)
     writer = SummaryWriter(str(logdir))
     try:

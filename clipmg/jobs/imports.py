@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from clipmg import data as cdata
-from clipmg.checkpoint import save_checkpoint
+from clipmg.checkpoint import CheckpointRecord, save_checkpoint
 from clipmg.errors import CheckpointError, ModelError
 from clipmg.models.hybrid import (
     IMAGE_PREFIX,
@@ -153,11 +153,11 @@ def convert_original(source: str | Path, out: str | Path, labels: str | Path, im
         raise CheckpointError(f"the projection heads of {source} are not linear, GELU, linear, dropout, "
                               f"LayerNorm heads: {' '.join(str(error).split())[:240]}") from error
     prompt_set = load_prompt_set(prompts)
-    config = {"class_ids": list(class_table), "class_names": list(class_table.values()),
-              "prompts": prompt_set.to_dict(), "preprocess": model.preprocess_config,
-              "imported": {"from": str(source), "format": "original CLIPModel state dict"}}
+    record = CheckpointRecord(class_ids=list(class_table), class_names=list(class_table.values()),
+                              prompts=prompt_set.to_dict(), preprocess=model.preprocess_config,
+                              imported={"from": str(source), "format": "original CLIPModel state dict"})
     logger.info("imported %s: %s + %s, %d classes", source, image, text, len(class_table))
-    return save_checkpoint(out, model.eval(), config)
+    return save_checkpoint(out, model.eval(), record)
 
 
 def converted_folder(source: str | Path) -> Path:

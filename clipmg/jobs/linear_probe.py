@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clipmg import data as cdata
-from clipmg.checkpoint import WEIGHTS, save_checkpoint
+from clipmg.checkpoint import WEIGHTS, CheckpointRecord, save_checkpoint
 from clipmg.errors import CheckpointError, DataError, ModelError
 from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, encode_frames, image_roots
 from clipmg.losses import CLASS_WEIGHTINGS, class_weights_from_counts, classification_loss
@@ -168,13 +168,13 @@ def save_probe(classifier: Classifier, weight: torch.Tensor, bias: torch.Tensor,
     with torch.no_grad():
         model.classifier.weight.copy_(weight)
         model.classifier.bias.copy_(bias)
-    source = classifier.config
-    train_config = {**(source.get("train") or {}), "head": "linear", "init_from": str(classifier.checkpoint),
+    source = classifier.record
+    train_config = {**source.train, "head": "linear", "init_from": str(classifier.checkpoint),
                     "freeze_image": True, "split": str(split)}
-    config = {"class_ids": classifier.class_ids, "class_names": classifier.class_names,
-              "prompts": source.get("prompts") or {}, "preprocess": classifier.preprocess, "train": train_config,
-              "metrics": metrics, "probe": probe, "split": {"source": str(split)}}
+    record = CheckpointRecord(class_ids=classifier.class_ids, class_names=classifier.class_names,
+                              prompts=source.prompts or {}, preprocess=classifier.preprocess, train=train_config,
+                              metrics=metrics, probe=probe, split={"source": str(split)})
     try:
-        return save_checkpoint(folder, model, config)
+        return save_checkpoint(folder, model, record)
     except OSError as error:
         raise CheckpointError(f"cannot write the probe checkpoint {folder}: {error}") from error

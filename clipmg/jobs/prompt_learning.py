@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from clipmg import data as cdata
-from clipmg.checkpoint import save_checkpoint
+from clipmg.checkpoint import CheckpointRecord, save_checkpoint
 from clipmg.errors import DataError
 from clipmg.inference import (
     DEFAULT_BATCH_SIZE,
@@ -185,9 +185,9 @@ def _frames(base, metadata, split, columns, seed: int, val_fraction: float, out:
 def _save(folder: Path, learner: PromptLearner, base, model_name, settings: dict, metrics: dict, baselines: dict,
           metadata, image_root) -> Path:
     prompt_set = learner.to_prompt_set(model_name)
-    train = dict(base.config.get("train") or {"metadata": str(metadata), "image_root": image_root})
-    config = {"class_ids": base.class_ids, "class_names": base.class_names, "prompts": prompt_set.to_dict(),
-              "preprocess": base.preprocess, "train": train, "metrics": metrics,
-              "prompt_learning": {**settings, "baselines": baselines}}
-    return save_checkpoint(folder, base.model, config,
+    train = dict(base.record.train or {"metadata": str(metadata), "image_root": image_root})
+    record = CheckpointRecord(class_ids=base.class_ids, class_names=base.class_names, prompts=prompt_set.to_dict(),
+                              preprocess=base.preprocess, train=train, metrics=metrics,
+                              prompt_learning={**settings, "baselines": baselines})
+    return save_checkpoint(folder, base.model, record,
                            extra_writers=[lambda staging: prompt_set.save(staging / LEARNED_FILE)])

@@ -10,6 +10,7 @@ A sweep evaluates each alpha on a split's frames with `evaluate_checkpoint` and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ from clipmg.checkpoint import (
     CONFIG,
     TRAINER_STATE,
     WEIGHTS,
-    load_checkpoint,
+    CheckpointRecord,
+    load_checkpoint_folder,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -64,25 +66,25 @@ def architecture(model_config):
     return model_config
 
 
-def _kind(config: dict) -> str:
-    model = config["model"]
+def _kind(record: CheckpointRecord) -> str:
+    model = record.model
     head = model.get("backend") == "supervised"
     return f"{model.get('name')} {'with a linear class head' if head else 'scored against class prompts'}"
 
 
-def check_same_architecture(start: Path, start_config: dict, start_state: dict,
-                            tuned: Path, tuned_config: dict, tuned_state: dict) -> None:
+def check_same_architecture(start: Path, start_record: CheckpointRecord, start_state: dict,
+                            tuned: Path, tuned_record: CheckpointRecord, tuned_state: dict) -> None:
     """CheckpointError unless the two checkpoints have one architecture and parameter shapes."""
-    a, b = architecture(start_config["model"]), architecture(tuned_config["model"])
+    a, b = architecture(start_record.model), architecture(tuned_record.model)
     if a != b:
         differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         hint = ""
-        if (start_config["model"].get("backend") == "supervised") != (tuned_config["model"].get("backend") == "supervised"):
+        if (start_record.model.get("backend") == "supervised") != (tuned_record.model.get("backend") == "supervised"):
             hint = (" One has a linear class head and the other not: interpolate the fine-tune with a start of "
                     "the same kind, e.g. the linear probe of the start (`clipmg probe --checkpoint START`, a "
                     "tower with a linear head).")
-        raise CheckpointError(f"WiSE-FT interpolates two checkpoints of one architecture; {start} is {_kind(start_config)}"
-                              f" and {tuned} is {_kind(tuned_config)} (model settings that differ: "
+        raise CheckpointError(f"WiSE-FT interpolates two checkpoints of one architecture; {start} is {_kind(start_record)}"
+                              f" and {tuned} is {_kind(tuned_record)} (model settings that differ: "
                               f"{', '.join(differ)}).{hint}")
     shapes_a = {k: tuple(v.shape) for k, v in start_state.items()}
     shapes_b = {k: tuple(v.shape) for k, v in tuned_state.items()}
@@ -110,12 +112,12 @@ class WiseEndpoints:
 
     def __init__(self, start: str | os.PathLike, tuned: str | os.PathLike, device: str = "cpu"):
         self.start, self.tuned = resolve_checkpoint(start), resolve_checkpoint(tuned)
-        start_model, self.start_config = load_checkpoint(self.start)
-        self.model, self.config = load_checkpoint(self.tuned, device)
+        start_model, self.start_record = load_checkpoint_folder(self.start)
+        self.model, self.record = load_checkpoint_folder(self.tuned, device)
         self.start_state = {k: v.detach().cpu().clone() for k, v in start_model.state_dict().items()}
         self.tuned_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         del start_model
-        check_same_architecture(self.start, self.start_config, self.start_state, self.tuned, self.config,
+        check_same_architecture(self.start, self.start_record, self.start_state, self.tuned, self.record,
                                 self.tuned_state)
 
     def model_at(self, alpha: float):
@@ -123,19 +125,18 @@ class WiseEndpoints:
         return self.model.eval()
 
     def classifier(self, alpha: float, labels=None) -> Classifier:
-        class_ids = [int(i) for i in self.config["class_ids"]]
-        names = class_names_for(class_ids, list(self.config["class_names"]), labels, self.tuned)
-        prompts = PromptSet.from_dict(self.config.get("prompts") or {}, self.tuned)
+        class_ids = [int(i) for i in self.record.class_ids]
+        names = class_names_for(class_ids, list(self.record.class_names), labels, self.tuned)
+        prompts = PromptSet.from_dict(self.record.prompts or {}, self.tuned)
         return Classifier.from_model(self.model_at(alpha), class_ids, names, prompts,
-                                     preprocess=self.config.get("preprocess"), config=self.config)
+                                     preprocess=self.record.preprocess, config=self.record.to_json_dict())
 
     def save(self, alpha: float, out: str | os.PathLike, metrics: dict | None = None,
              sweep: str | None = None) -> Path:
-        config = {k: v for k, v in self.config.items() if k not in ("model", "format_version")}
-        config["metrics"] = metrics or {}
-        config["wise"] = {"from": str(self.start), "to": str(self.tuned), "alpha": alpha,
-                          **({"sweep": sweep} if sweep else {})}
-        return save_checkpoint(out, self.model_at(alpha), config, extra_writers=[_copy_other_files(self.tuned)])
+        record = dataclasses.replace(self.record, metrics=metrics or {},
+                                     wise={"from": str(self.start), "to": str(self.tuned), "alpha": alpha,
+                                           **({"sweep": sweep} if sweep else {})})
+        return save_checkpoint(out, self.model_at(alpha), record, extra_writers=[_copy_other_files(self.tuned)])
 
 
 def _copy_other_files(source: Path):

@@ -23,7 +23,6 @@ import timm
 import timm.data
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from clipmg.errors import ModelError
 from clipmg.models.base import (
@@ -117,16 +116,24 @@ def _drop_unused_pooler(model: nn.Module) -> nn.Module:
     return model
 
 
+def _transformers():
+    """The transformers package, imported when a hybrid model first needs it: it is a large import
+    that no other model and no inference of an open_clip checkpoint needs."""
+    import transformers
+
+    return transformers
+
+
 def create_text_encoder(source: str, pretrained: bool) -> nn.Module:
     if pretrained:
-        return _drop_unused_pooler(_load_hf(AutoModel.from_pretrained, source, "model"))
-    config = _load_hf(AutoConfig.from_pretrained, source, "config")
-    return _drop_unused_pooler(AutoModel.from_config(config))
+        return _drop_unused_pooler(_load_hf(_transformers().AutoModel.from_pretrained, source, "model"))
+    config = _load_hf(_transformers().AutoConfig.from_pretrained, source, "config")
+    return _drop_unused_pooler(_transformers().AutoModel.from_config(config))
 
 
 def text_encoder_from_config(hf_config: dict) -> nn.Module:
-    config = AutoConfig.for_model(**hf_config)
-    return _drop_unused_pooler(AutoModel.from_config(config))
+    config = _transformers().AutoConfig.for_model(**hf_config)
+    return _drop_unused_pooler(_transformers().AutoModel.from_config(config))
 
 
 def hf_config_dict(model: nn.Module) -> dict:
@@ -135,7 +142,7 @@ def hf_config_dict(model: nn.Module) -> dict:
 
 def load_tokenizer(source: str, local_files_only: bool = False):
     return _load_hf(
-        AutoTokenizer.from_pretrained, source, "tokenizer", local_files_only=local_files_only
+        _transformers().AutoTokenizer.from_pretrained, source, "tokenizer", local_files_only=local_files_only
     )
 
 

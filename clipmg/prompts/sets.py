@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from clipmg.checkpoint import CONFIG, read_record
 from clipmg.errors import CheckpointError, DataError
 
 # The repository's prompts/ (source checkouts, editable installs), else the copy a wheel
@@ -144,9 +145,8 @@ def load_prompt_set(source: str | Path | None) -> PromptSet:
     if path.is_dir():  # a checkpoint folder: its learned context, else the set it stores
         if (path / LEARNED_FILE).is_file():
             return LearnedPromptSet.load(path / LEARNED_FILE)
-        if (path / "config.json").is_file():
-            return PromptSet.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8"))
-                                       .get("prompts") or {}, folder=path)
+        if (path / CONFIG).is_file():
+            return PromptSet.from_dict(read_record(path).prompts or {}, folder=path)
         raise DataError(f"prompt set {path} is a folder without {LEARNED_FILE} or config.json")
     if path.suffix == ".safetensors" and path.is_file():
         return LearnedPromptSet.load(path)

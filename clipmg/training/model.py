@@ -5,7 +5,7 @@ LoRA adapters when asked."""
 
 from __future__ import annotations
 
-from clipmg.checkpoint import load_checkpoint, resolve_checkpoint
+from clipmg.checkpoint import CheckpointRecord, load_checkpoint_folder, resolve_checkpoint
 from clipmg.errors import DataError
 from clipmg.models import compose_model, create_model_from_spec
 from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
@@ -19,11 +19,12 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
     num_classes, settings = len(class_ids), cfg.network
     prompt_set = load_prompt_set(cfg.text.prompts) if cfg.text.prompts else PromptSet()
     if settings.init_from:
-        source, config = load_checkpoint(settings.init_from)
-        logger.info("fine-tuning from %s (%s)", settings.init_from, config["model"].get("name", ""))
-        refuse_settings_the_checkpoint_overrides(cfg, config, source)
+        folder = resolve_checkpoint(settings.init_from)
+        source, record = load_checkpoint_folder(folder)
+        logger.info("fine-tuning from %s (%s)", settings.init_from, record.model.get("name", ""))
+        refuse_settings_the_checkpoint_overrides(cfg, record, source)
         if not cfg.text.prompts:
-            prompt_set = PromptSet.from_dict(config.get("prompts") or {}, resolve_checkpoint(settings.init_from))
+            prompt_set = PromptSet.from_dict(record.prompts or {}, folder)
         model = compose_model(source, **settings.wrap_spec(num_classes).options(), source=str(settings.init_from))
     else:
         model = create_model_from_spec(settings.spec(num_classes))
@@ -46,18 +47,17 @@ def init_zero_shot_head(model, class_ids: list[int], class_names: list[str], pro
     model.init_zero_shot_head(embeddings, tower.scale().detach())
 
 
-def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, config: dict, source) -> None:
+def refuse_settings_the_checkpoint_overrides(cfg: TrainConfig, record: CheckpointRecord, source) -> None:
     """With --init-from the model is the checkpoint's: a backend setting given with another value
     than the checkpoint's (`--image-size 64` on a 96 px checkpoint) would be ignored, so it is an
     error. A value the checkpoint has (its run's settings, its model's name and input size) is
     accepted, so a run's settings can be passed on to its fine-tuning."""
-    record = config.get("train") or {}
     conflicts = []
     for name in cfg.given(*BACKEND_SETTINGS):
         value = getattr(cfg.network, name)
-        accepted = {_hashable(record.get(name))}
+        accepted = {_hashable(record.train.get(name))}
         if name == "model":
-            accepted |= _model_names(config.get("model") or {})
+            accepted |= _model_names(record.model)
         if name == "image_size":
             accepted.add(source.preprocess_config.get("image_size"))
         if _hashable(value) not in accepted:

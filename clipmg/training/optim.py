@@ -3,6 +3,7 @@ mixed-precision policy is `clipmg.utils.autocast_dtype` (re-exported here for th
 
 from __future__ import annotations
 
+import enum
 import math
 
 import torch
@@ -12,7 +13,15 @@ from clipmg.training.layer_decay import apply_layer_decay
 from clipmg.training.recipes import warmup_steps
 from clipmg.utils import autocast_dtype
 
-__all__ = ["autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_warmup"]
+__all__ = ["SchedulerInterval", "autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_warmup"]
+
+
+class SchedulerInterval(enum.Enum):
+    """When the trainer steps a schedule: after each optimizer step, or at the end of each epoch
+    with the monitored validation value."""
+
+    STEP = "step"
+    EPOCH = "epoch"
 
 
 def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -40,12 +49,12 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, tota
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """Returns (scheduler, stepped_per) where stepped_per is 'step', 'epoch' or None."""
+    """Returns (scheduler, the SchedulerInterval it is stepped at), or (None, None) without one."""
     if cfg.optim.scheduler == "cosine":
         total = steps_per_epoch * cfg.optim.epochs
-        return cosine_with_warmup(optimizer, warmup_steps(cfg.optim.warmup, total), total), "step"
+        return cosine_with_warmup(optimizer, warmup_steps(cfg.optim.warmup, total), total), SchedulerInterval.STEP
     if cfg.optim.scheduler == "plateau":
         mode = "min" if cfg.run.monitor == "loss" else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5,
-                                                          patience=cfg.optim.plateau_patience), "epoch"
+                                                          patience=cfg.optim.plateau_patience), SchedulerInterval.EPOCH
     return None, None

@@ -17,6 +17,7 @@ import torch
 
 from clipmg.errors import DataError, Preempted
 from clipmg.training import distributed as ddp
+from clipmg.training.state import TrainerState
 from clipmg.utils import logger
 
 WORKER_IGNORED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -70,13 +71,12 @@ class PreemptionWatch:
         """Whether any rank was signalled (the same answer on every rank)."""
         return ddp.any_rank(self.received is not None, env, device)
 
-    def stop(self, run_dir, state: dict, env: ddp.DistEnv) -> Preempted:
+    def stop(self, run_dir, state: TrainerState, env: ddp.DistEnv) -> Preempted:
         """The error to raise once rank 0 has saved `last/` (every rank waits for it here: torchrun
         ends the other ranks as soon as one exits)."""
         ddp.barrier(env)
         name = self.received.name if self.received is not None else "a signal to another rank"
-        message = (f"stopped by {name} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']} (global step "
-                   f"{state['global_step']}): {run_dir / 'last'} holds the exact state; continue with "
-                   f"`clipmg train --resume {run_dir}`")
+        message = (f"stopped by {name} at {state.position()}: {run_dir / 'last'} holds the exact state; continue "
+                   f"with `clipmg train --resume {run_dir}`")
         logger.warning(message)
         return Preempted(message)

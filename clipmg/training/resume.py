@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clipmg.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, load_trainer_state
 from clipmg.training.lora import load_training_weights
+from clipmg.training.state import TrainerState
 from clipmg.utils import logger
 
 
@@ -38,6 +39,6 @@ def restore(trainer, run: Path) -> bool:
         trainer.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
-    trainer.state = state["trainer"]
-    logger.info("resumed %s at epoch %d, step %d", run, trainer.state["epoch"], trainer.state["step_in_epoch"])
+    trainer.state = TrainerState.from_dict(state["trainer"])
+    logger.info("resumed %s at epoch %d, step %d", run, trainer.state.epoch, trainer.state.step_in_epoch)
     return True

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmg import data as cdata
-from clipmg.checkpoint import save_checkpoint
+from clipmg.checkpoint import CheckpointRecord, save_checkpoint
 from clipmg.errors import TrainingError
 from clipmg.losses import (
     classification_loss,
@@ -39,7 +39,12 @@ from clipmg.training.data import (
 from clipmg.training.ema import create_ema, update_ema
 from clipmg.training.lora import adapter_state, merged_copy
 from clipmg.training.model import build_model
-from clipmg.training.optim import autocast_dtype, build_optimizer, build_scheduler
+from clipmg.training.optim import (
+    SchedulerInterval,
+    autocast_dtype,
+    build_optimizer,
+    build_scheduler,
+)
 from clipmg.training.preemption import PreemptionWatch
 from clipmg.training.recipes import (
     not_learning_warning,
@@ -48,6 +53,7 @@ from clipmg.training.recipes import (
 )
 from clipmg.training.resume import restore
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
+from clipmg.training.state import TrainerState
 from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
 from clipmg.training.validation import better, raw_or_ema, score_test_part, validate_model
@@ -106,8 +112,7 @@ class Trainer:
         self.logit_bias, self.class_weights = class_balance(self.train_targets, len(self.data.class_ids), cfg,
                                                             self.model.has_classifier_head, self.device)
         self.wrapped = self._wrap_ddp(self.model)
-        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
-                      "epochs_without_improvement": 0, "history": []}
+        self.state = TrainerState()
         if self.resume_from is not None:
             restore(self, self.resume_from)
         if self.env.is_main:
@@ -173,21 +178,21 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                "trainer": dict(self.state), "adapters": adapter_state(self.model),
+                "trainer": self.state.to_dict(), "adapters": adapter_state(self.model),
                 "ema": self.ema.module.state_dict() if self.ema is not None else {}}
 
-    def _checkpoint_config(self, metrics: dict | None = None) -> dict:
-        return {"class_ids": self.data.class_ids, "class_names": self.data.class_names,
-                "prompts": self.prompt_set.to_dict(), "preprocess": self.preprocess,
-                "train": self.cfg.to_dict(), "metrics": metrics or {}, "epoch": self.state["epoch"],
-                "split": {k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))}}
+    def _checkpoint_record(self, metrics: dict | None = None) -> CheckpointRecord:
+        return CheckpointRecord(
+            class_ids=self.data.class_ids, class_names=self.data.class_names, prompts=self.prompt_set.to_dict(),
+            preprocess=self.preprocess, train=self.cfg.to_dict(), metrics=metrics or {}, epoch=self.state.epoch,
+            split={k: v for k, v in self.data.split_report.items() if isinstance(v, (int, float, str))})
 
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True, model=None) -> None:
         """Checkpoint `model` (default the trained one; LoRA adapters merged) as `name`/."""
         if not self.env.is_main:
             return
         model = merged_copy(self.model if model is None else model)
-        save_checkpoint(self.run_dir / name, model, self._checkpoint_config(metrics),
+        save_checkpoint(self.run_dir / name, model, self._checkpoint_record(metrics),
                         self._trainer_state() if with_state else None)
 
     # ------------------------------------------------------------------ steps
@@ -228,7 +233,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         self.model.train()
-        skip_batches = self.state["step_in_epoch"]
+        skip_batches = self.state.step_in_epoch
         self.train_sampler.set_epoch(epoch, skip=skip_batches * self.batch_items)
         total_batches = math.ceil(self.train_sampler.per_rank / self.batch_items)
         limit = cfg.optim.max_steps_per_epoch * cfg.optim.grad_accum if cfg.optim.max_steps_per_epoch else None
@@ -252,9 +257,9 @@ class Trainer:
             seen += len(batch["index"]) * self.env.world_size
             if (batch_number + 1) % cfg.optim.grad_accum == 0 or batch_number + 1 == total_batches:
                 self._optimizer_step()
-                self.state["step_in_epoch"] = batch_number + 1
+                self.state.step_in_epoch = batch_number + 1
                 stop = self.preemption.stop_now(self.env, self.device)
-                if stop or (cfg.run.save_every_steps and self.state["global_step"] % cfg.run.save_every_steps == 0):
+                if stop or (cfg.run.save_every_steps and self.state.global_step % cfg.run.save_every_steps == 0):
                     self.save("last")
                 if stop:
                     raise self.preemption.stop(self.run_dir, self.state, self.env)
@@ -270,12 +275,12 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler_every == "step":
+        if self.scheduler_every is SchedulerInterval.STEP:
             self.scheduler.step()
-        self.state["global_step"] += 1
-        update_ema(self.ema, self.model, self.state["global_step"])
+        self.state.global_step += 1
+        update_ema(self.ema, self.model, self.state.global_step)
         if self.writer is not None:
-            log_step(self.writer, self.state["global_step"], self.optimizer, self.model.scale().item())
+            log_step(self.writer, self.state.global_step, self.optimizer, self.model.scale().item())
 
     # ------------------------------------------------------------- validation
     def validate(self) -> dict:
@@ -296,7 +301,7 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
     def _improved(self, value: float) -> bool:
-        best = self.state["best"]
+        best = self.state.best
         return best is None or better(value, best, self.cfg.run.monitor)
 
     def _end_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> bool:
@@ -304,23 +309,19 @@ class Trainer:
         cfg = self.cfg
         value = metrics[cfg.run.monitor]
         improved = self._improved(value)
-        self.state.update(epoch=epoch + 1, step_in_epoch=0)
-        self.state["history"].append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
-                                      **{f"val_{k}": v for k, v in metrics.items()}, "finished_at": time.time()})
-        if improved:
-            self.state.update(best=value, best_epoch=epoch + 1, epochs_without_improvement=0)
-        else:
-            self.state["epochs_without_improvement"] += 1
-        if self.scheduler_every == "epoch":
+        self.state.finish_epoch({"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
+                                 **{f"val_{k}": v for k, v in metrics.items()}, "finished_at": time.time()},
+                                value, improved)
+        if self.scheduler_every is SchedulerInterval.EPOCH:
             self.scheduler.step(value)
         if improved:
             self.save("best", metrics, with_state=False, model=self.validated_model)
         self.save("last", metrics)
         self._log_epoch(epoch, train_stats, metrics)
-        warning = not_learning_warning(self.state["history"], self.val_df["class_id"].nunique(), self.learning_rates)
+        warning = not_learning_warning(self.state.history, self.val_df["class_id"].nunique(), self.learning_rates)
         if warning:
             logger.warning(warning)
-        return cfg.run.patience is not None and self.state["epochs_without_improvement"] > cfg.run.patience
+        return cfg.run.patience is not None and self.state.epochs_without_improvement > cfg.run.patience
 
     def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
         if not self.env.is_main:
@@ -350,14 +351,14 @@ class Trainer:
 
     def _loop(self) -> dict:
         try:
-            for epoch in range(self.state["epoch"], self.cfg.optim.epochs):
+            for epoch in range(self.state.epoch, self.cfg.optim.epochs):
                 train_stats = self.train_epoch(epoch)
                 stop = self._end_epoch(epoch, train_stats, self.validate()) if self.env.is_main else False
                 if self.preemption.stop_now(self.env, self.device) and epoch + 1 < self.cfg.optim.epochs:
                     raise self.preemption.stop(self.run_dir, self.state, self.env)  # last/ was saved at the epoch's end
                 if ddp.broadcast_flag(stop, self.env):
                     logger.info("early stop: %s did not improve for %d epochs", self.cfg.run.monitor,
-                                self.state["epochs_without_improvement"])
+                                self.state.epochs_without_improvement)
                     break
             return self._finish()
         finally:
@@ -373,11 +374,9 @@ class Trainer:
                                self._autocast, self.workers)
 
     def _finish(self) -> dict:
-        history = self.state["history"]
-        best_epoch = self.state["best_epoch"]
-        best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
+        history, best = self.state.history, self.state.best_row()
         test = self.test()
-        summary = {"run_dir": str(self.run_dir), "best_epoch": best_epoch, "epochs_run": len(history),
+        summary = {"run_dir": str(self.run_dir), "best_epoch": self.state.best_epoch, "epochs_run": len(history),
                    "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                    "test": test, "figures_from": "test part" if test else "validation (chose best/)",
                    "split": self.data.split_report, "history": history}

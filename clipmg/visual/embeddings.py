@@ -4,7 +4,7 @@ TensorBoard projector and the 2-D maps draw."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmg.checkpoint import CheckpointRecord, as_record
 from clipmg.inference import DEFAULT_BATCH_SIZE, Classifier, encode_frames
 from clipmg.prompts import PromptSet
 
@@ -66,11 +67,11 @@ def prompt_descriptions(prompt_set: PromptSet | None, class_ids: Sequence[int], 
     return lines
 
 
-def stored_prompt_set(config: dict) -> PromptSet:
+def stored_prompt_set(config: CheckpointRecord | Mapping) -> PromptSet:
     """The prompt set of a checkpoint's config, for describing its prompt points only (the points
     themselves are the Classifier's class embeddings): templates and descriptions, and for a
     learned set (``"type": "learned"``) its number of context vectors, without loading them."""
-    data = dict(config.get("prompts") or {})
+    data = dict(as_record(config).prompts or {})
     prompt_set = PromptSet.from_dict({k: v for k, v in data.items() if k in ("name", "templates", "descriptions")})
     prompt_set.n_ctx = int(data.get("n_ctx") or 0) if data.get("type") == "learned" else 0
     return prompt_set
