@@ -234,11 +234,11 @@ def test_labels_file_renames_classes(checkpoint, dataset, tmp_path):
 def test_missing_column_lists_the_columns(checkpoint, dataset):
     with pytest.raises(DataError, match=r"column 'Image' is not in .*frames.csv; its columns are 'Path', "
                                         r"'Class', 'Video ID', 'Frame ID', 'Caption'"):
-        predict(checkpoint, dataset / "frames.csv", column="Image")
+        predict(checkpoint, dataset / "frames.csv", columns="Image")
 
 
 def test_column_name_matches_ignoring_case(checkpoint, dataset, tmp_path):
-    summary = predict(checkpoint, dataset / "frames.csv", column="path", output=tmp_path / "p.csv")
+    summary = predict(checkpoint, dataset / "frames.csv", columns="path", output=tmp_path / "p.csv")
     assert summary["n_predicted"] == len(FRAMES)
 
 

@@ -209,7 +209,7 @@ def test_test_py_predict_and_evaluate_work_on_a_supervised_checkpoint(tiny_train
     frames = frames[frames["split"] == "val"].drop(columns="split")
     csv = tiny_dataset / "val_for_test.csv"
     frames.to_csv(csv, index=False)
-    summary = predict_csv(run / "best", csv, column="Path", output=tmp_path / "pred.csv", workers=0)
+    summary = predict_csv(run / "best", csv, "Path", output=tmp_path / "pred.csv", workers=0)
     predictions = pd.read_csv(tmp_path / "pred.csv")
     images = images_of(frames.rename(columns={"Path": "path"}), tiny_dataset / "training", model.preprocess_config)
     with torch.no_grad():

@@ -14,6 +14,7 @@ from clipmg.cli.options import (
     columns_from_args,
 )
 from clipmg.cli.report import print_metrics
+from clipmg.data import Columns
 from clipmg.inference import evaluate_checkpoint, predict_csv
 from clipmg.outputs import check_output_file
 from clipmg.visual import write_html_report
@@ -31,13 +32,13 @@ def converted_checkpoints(args) -> None:
 
 def predict(args) -> int:
     converted_checkpoints(args)
-    summary = predict_csv(args.checkpoint, args.imagepathscsv, column=args.columnname, output=args.output,
+    columns = Columns(path=args.columnname, class_=args.class_column, video=args.video_column,
+                      frame=args.frame_column, caption=args.caption_column)
+    summary = predict_csv(args.checkpoint, args.imagepathscsv, columns, output=args.output,
                           image_root=args.image_root, labels=args.labels, prompts=args.prompts,
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
-                          skip_missing=args.skip_missing, workers=args.workers, class_column=args.class_column,
-                          caption_column=args.caption_column, video_column=args.video_column,
-                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args),
-                          frame_column=args.frame_column)
+                          skip_missing=args.skip_missing, workers=args.workers,
+                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args))
     print(f"wrote {summary['output']}: {summary['n_rows']} rows, {summary['n_predicted']} predicted, "
           f"{summary['n_skipped']} skipped")
     if summary["n_skipped"]:

@@ -185,14 +185,17 @@ def report_paths(output: Path) -> dict[str, Path]:
             "confusion": Path(f"{stem}_confusion.csv"), "confusion_png": Path(f"{stem}_confusion.png")}
 
 
-def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv: str | os.PathLike, column: str = "Path",
-                output: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, labels=None, prompts=None,
+def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv: str | os.PathLike,
+                columns: cdata.Columns | str = cdata.Columns(), output: str | os.PathLike | None = None,
+                image_root: str | os.PathLike | None = None, labels=None, prompts=None,
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
-                skip_missing: bool = False, workers: int | None = None, class_column: str = "Class",
-                caption_column: str = "Caption", video_column: str = "Video ID", frame_column: str = "Frame ID",
-                chunk_rows: int | None = None, weights: Sequence[float] | None = None, tta: str = "none",
+                skip_missing: bool = False, workers: int | None = None, chunk_rows: int | None = None,
+                weights: Sequence[float] | None = None, tta: str = "none",
                 classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
-    """Classify every image listed in `column` of `csv`; write one prediction per input row.
+    """Classify every image listed in the path column of `csv`; write one prediction per input row.
+
+    `columns` names the input's columns (`clipmg.data.Columns`: path, class, caption, clip and
+    frame; iMiGUE's names by default); a string is the path column's name, the others iMiGUE's.
 
     The output holds the input's columns, then `pred_class`, `pred_name`, `score` (probability
     of the predicted class), `top{i}_class`, `top{i}_name`, `top{i}_prob` for i = 1..topk, and
@@ -215,21 +218,22 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     misclassified frames per true class, for the HTML report (`MisclassifiedGallery.to_dict`).
     """
     csv_path = Path(csv)
+    columns = cdata.Columns(path=columns) if isinstance(columns, str) else columns
     chunk_rows = chunk_rows or CHUNK_ROWS
     check_inference_options(batch_size, topk, workers)
     header = read_header(csv_path)
-    path_column = cdata.find_column(header, column, csv_path)
+    path_column = cdata.find_column(header, columns.path, csv_path)
     if path_column is None:
-        raise DataError(f"column {column!r} is not in {csv_path}; its columns are "
+        raise DataError(f"column {columns.path!r} is not in {csv_path}; its columns are "
                         + (", ".join(repr(c) for c in header) or "none") + " (choose one with --columnname)")
     output = Path(output) if output is not None else default_output(csv_path)
     if output.resolve() == csv_path.resolve():
         raise DataError(f"--output {output} is the input CSV itself; choose another file")
     for path in (output, clip_predictions_path(output), *report_paths(output).values()):
         check_output_file(path, "--output")
-    label_columns = LabelColumns(class_=cdata.find_column(header, class_column, csv_path),
-                                 caption=cdata.find_column(header, caption_column, csv_path),
-                                 video=cdata.find_column(header, video_column, csv_path))
+    label_columns = LabelColumns(class_=cdata.find_column(header, columns.class_, csv_path),
+                                 caption=cdata.find_column(header, columns.caption, csv_path),
+                                 video=cdata.find_column(header, columns.video, csv_path))
     clashes = [c for c in header if c in PREDICTION_COLUMNS or c == STATUS_COLUMN
                or re.fullmatch(r"top\d+_(class|name|prob)", c)]
 
@@ -239,7 +243,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     load_seconds = time.perf_counter() - load_start
     truth = Truth(classifier, label_columns, str(csv_path))
     planner = ClipPlanner() if label_columns.video is not None else None
-    n_rows = _scan(csv_path, path_column, truth, chunk_rows, cdata.find_column(header, frame_column, csv_path), planner)
+    n_rows = _scan(csv_path, path_column, truth, chunk_rows, cdata.find_column(header, columns.frame, csv_path), planner)
     clips = ClipCollector(planner.plan(classifier.clip_frames), classifier) if planner is not None else None
     if n_rows == 0:
         raise DataError(f"{csv_path} has a header but no rows: nothing to predict")

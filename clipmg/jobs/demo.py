@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "demo_out", epochs: int | None = None, quick: boo
     # Beside training/, so test.py finds the images with its default --image-root.
     frames_csv = out / "data" / f"{subset}_frames.csv"
     _write_frames_csv(split_csv, subset, frames_csv)
-    predictions = predict_csv(run / "best", frames_csv, column="Path", output=out / "predictions.csv",
+    predictions = predict_csv(run / "best", frames_csv, "Path", output=out / "predictions.csv",
                               device=device)
     return {"data": data, "train": summary, "metrics": metrics, "predictions": predictions, "subset": subset,
             "run_dir": str(run), "checkpoint": str(run / "best"), "tensorboard": str(run / "tensorboard"),
