@@ -47,6 +47,7 @@ class RecipeBenchSettings:
 
 def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dict) -> dict:
     """samples/s of one epoch of `steps` steps after a warm-up epoch, as `clipmg train` runs it."""
+    from benchmarks.training import train_after_warm_up
     from clipmg.jobs.demo import DEMO_TRAIN
     from clipmg.training import TrainConfig, Trainer
     from clipmg.utils import threads_beside_workers
@@ -56,11 +57,7 @@ def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dic
     trainer = Trainer(cfg)
     with threads_beside_workers(trainer.device, trainer.workers):
         trainer.setup()
-        cfg.optim.max_steps_per_epoch = settings.warmup_steps
-        trainer.train_epoch(0)
-        trainer.state.step_in_epoch = 0
-        cfg.optim.max_steps_per_epoch = settings.steps
-        stats = trainer.train_epoch(1)
+        stats = train_after_warm_up(trainer, cfg, settings.warmup_steps, settings.steps)
     return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.optim.batch_size,
             "image_size": cfg.network.image_size}
 

@@ -61,17 +61,13 @@ def _train_config(settings: TemporalBenchSettings, data: dict, output: Path, hea
 def measure_training(settings: TemporalBenchSettings, data: dict, output: Path, head: str | None) -> dict:
     """samples/s (frames, or clips for a clip model) of `steps` training steps after a warm-up;
     leaves the model in `output/bench` for test.py."""
+    from benchmarks.training import train_after_warm_up
     from clipmg.training import Trainer
 
     cfg = _train_config(settings, data, output, head)
     trainer = Trainer(cfg)
     trainer.setup()
-    if settings.warmup_steps:
-        cfg.optim.max_steps_per_epoch = settings.warmup_steps
-        trainer.train_epoch(0)
-        trainer.state.step_in_epoch = 0
-    cfg.optim.max_steps_per_epoch = settings.steps
-    stats = trainer.train_epoch(1)
+    stats = train_after_warm_up(trainer, cfg, settings.warmup_steps, settings.steps)
     trainer.save("bench", with_state=False)
     return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size,
             "checkpoint": str(output / "bench")}

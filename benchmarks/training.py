@@ -45,6 +45,17 @@ def train_config(model: str, data: BenchData, settings: BenchSettings, parallel:
                        seed=settings.seed).validate()
 
 
+def train_after_warm_up(trainer, cfg, warmup_steps: int, steps: int) -> dict:
+    """The stats of epoch 1, at most `steps` steps (0: all), after a warm-up epoch 0 of
+    `warmup_steps` steps (none for 0); the step limits are set on `cfg`, the caller's config."""
+    if warmup_steps:
+        cfg.optim.max_steps_per_epoch = warmup_steps
+        trainer.train_epoch(0)
+        trainer.state.step_in_epoch = 0
+    cfg.optim.max_steps_per_epoch = steps
+    return trainer.train_epoch(1)
+
+
 def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings, parallel: dict,
                             precision: str, output: Path) -> dict:
     """samples/s of one epoch of clipmg's Trainer after a warm-up of `warmup_steps` steps;
@@ -57,12 +68,8 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
     try:
         with torch_threads(parallel["train_threads"]):
             trainer.setup()
-            if settings.warmup_steps:
-                cfg.optim.max_steps_per_epoch = settings.warmup_steps
-                trainer.train_epoch(0)
-                trainer.state.step_in_epoch = 0
-            cfg.optim.max_steps_per_epoch = settings.max_train_steps
-            stats = trainer.train_epoch(1)
+            stats = train_after_warm_up(trainer, cfg, settings.warmup_steps,
+                                        settings.max_train_steps)
         trainer.save("bench", with_state=False)
     finally:
         # what Trainer.fit does on its way out: leave a process group torchrun made the Trainer join
