@@ -14,7 +14,6 @@ fastest run of each counts; the ratio is against `former defaults`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import run_and_print  # noqa: E402
+from benchmarks.report import run_and_print, settings_parser  # noqa: E402
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress  # noqa: E402
 
 RECIPES = {
@@ -94,12 +93,7 @@ def render(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = RecipeBenchSettings()
-    parser = argparse.ArgumentParser(prog="benchmarks/recipe.py", description=__doc__.split("\n\n")[0])
-    for name, value in asdict(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--work-dir", type=Path, help="keep the data and runs here (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    args = settings_parser("benchmarks/recipe.py", __doc__, defaults).parse_args(argv)
     keep_freed_memory_for_reuse()
     set_progress(False)
     settings = RecipeBenchSettings(**{k: v for k, v in vars(args).items() if k in asdict(defaults)})
