@@ -56,7 +56,7 @@ def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dic
     trainer = Trainer(cfg)
     with threads_beside_workers(trainer.device, trainer.workers):
         trainer.setup()
-        stats = train_after_warm_up(trainer, cfg, settings.warmup_steps, settings.steps)
+        stats = train_after_warm_up(trainer, settings.warmup_steps, settings.steps)
     return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.optim.batch_size,
             "image_size": cfg.network.image_size}
 

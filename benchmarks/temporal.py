@@ -66,7 +66,7 @@ def measure_training(settings: TemporalBenchSettings, data: dict, output: Path, 
     cfg = _train_config(settings, data, output, head)
     trainer = Trainer(cfg)
     trainer.setup()
-    stats = train_after_warm_up(trainer, cfg, settings.warmup_steps, settings.steps)
+    stats = train_after_warm_up(trainer, settings.warmup_steps, settings.steps)
     trainer.save("bench", with_state=False)
     return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size,
             "checkpoint": str(output / "bench")}

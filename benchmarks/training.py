@@ -45,14 +45,15 @@ def train_config(model: str, data: BenchData, settings: BenchSettings, parallel:
                        seed=settings.seed).validate()
 
 
-def train_after_warm_up(trainer, cfg, warmup_steps: int, steps: int) -> dict:
+def train_after_warm_up(trainer, warmup_steps: int, steps: int) -> dict:
     """The stats of epoch 1, at most `steps` steps (0: all), after a warm-up epoch 0 of
-    `warmup_steps` steps (none for 0); the step limits are set on `cfg`, the caller's config."""
+    `warmup_steps` steps (none for 0). The limits are set on the trainer's own config: it holds a
+    copy of the caller's, with the resolved learning rates."""
     if warmup_steps:
-        cfg.optim.max_steps_per_epoch = warmup_steps
+        trainer.cfg.optim.max_steps_per_epoch = warmup_steps
         trainer.train_epoch(0)
         trainer.state.step_in_epoch = 0
-    cfg.optim.max_steps_per_epoch = steps
+    trainer.cfg.optim.max_steps_per_epoch = steps
     return trainer.train_epoch(1)
 
 
@@ -68,7 +69,7 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
     try:
         with torch_threads(parallel["train_threads"]):
             trainer.setup()
-            stats = train_after_warm_up(trainer, cfg, settings.warmup_steps,
+            stats = train_after_warm_up(trainer, settings.warmup_steps,
                                         settings.max_train_steps)
         trainer.save("bench", with_state=False)
     finally:
