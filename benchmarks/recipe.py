@@ -14,7 +14,6 @@ fastest run of each counts; the ratio is against `former defaults`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import run_and_print  # noqa: E402
+from benchmarks.report import run_and_print, settings_parser  # noqa: E402
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress  # noqa: E402
 
 RECIPES = {
@@ -47,6 +46,7 @@ class RecipeBenchSettings:
 
 def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dict) -> dict:
     """samples/s of one epoch of `steps` steps after a warm-up epoch, as `clipmg train` runs it."""
+    from benchmarks.training import train_after_warm_up
     from clipmg.jobs.demo import DEMO_TRAIN
     from clipmg.training import TrainConfig, Trainer
     from clipmg.utils import threads_beside_workers
@@ -56,11 +56,7 @@ def measure(settings: RecipeBenchSettings, data: dict, output: Path, recipe: dic
     trainer = Trainer(cfg)
     with threads_beside_workers(trainer.device, trainer.workers):
         trainer.setup()
-        cfg.optim.max_steps_per_epoch = settings.warmup_steps
-        trainer.train_epoch(0)
-        trainer.state.step_in_epoch = 0
-        cfg.optim.max_steps_per_epoch = settings.steps
-        stats = trainer.train_epoch(1)
+        stats = train_after_warm_up(trainer, settings.warmup_steps, settings.steps)
     return {"samples_per_s": stats["samples_per_s"], "workers": trainer.workers, "batch_size": cfg.optim.batch_size,
             "image_size": cfg.network.image_size}
 
@@ -97,12 +93,7 @@ def render(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = RecipeBenchSettings()
-    parser = argparse.ArgumentParser(prog="benchmarks/recipe.py", description=__doc__.split("\n\n")[0])
-    for name, value in asdict(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--work-dir", type=Path, help="keep the data and runs here (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    args = settings_parser("benchmarks/recipe.py", __doc__, defaults).parse_args(argv)
     keep_freed_memory_for_reuse()
     set_progress(False)
     settings = RecipeBenchSettings(**{k: v for k, v in vars(args).items() if k in asdict(defaults)})

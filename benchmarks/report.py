@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from clipmg.errors import DataError
@@ -15,6 +17,22 @@ RESULTS_JSON = "benchmark.json"
 RESULTS_MD = "benchmark.md"
 DOC_BEGIN = "<!-- bench:begin -->"
 DOC_END = "<!-- bench:end -->"
+
+
+def settings_parser(script: str, doc: str, defaults,
+                    **flag_options: dict) -> argparse.ArgumentParser:
+    """A single-measurement script's flags: one for each field of its settings dataclass
+    `defaults` (typed as its default, or declared by `flag_options[field]`), --out and
+    --work-dir."""
+    parser = argparse.ArgumentParser(prog=script, description=doc.split("\n\n")[0])
+    for name, value in asdict(defaults).items():
+        options = flag_options.get(name) or {"type": type(value) if value is not None else int,
+                                             "default": value}
+        parser.add_argument("--" + name.replace("_", "-"), **options)
+    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--work-dir", type=Path,
+                        help="keep the data and runs here (default: a temporary folder)")
+    return parser
 
 
 def run_and_print(run: Callable[[object, Path], dict], settings, render: Callable[[dict], str], command: list[str],

@@ -15,7 +15,6 @@ clip predictions cost nothing beside the frames'.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import run_and_print  # noqa: E402
+from benchmarks.report import run_and_print, settings_parser  # noqa: E402
 from clipmg.utils import keep_freed_memory_for_reuse, set_progress  # noqa: E402
 
 HEADS = ("mean", "attention", "transformer")
@@ -61,17 +60,13 @@ def _train_config(settings: TemporalBenchSettings, data: dict, output: Path, hea
 def measure_training(settings: TemporalBenchSettings, data: dict, output: Path, head: str | None) -> dict:
     """samples/s (frames, or clips for a clip model) of `steps` training steps after a warm-up;
     leaves the model in `output/bench` for test.py."""
+    from benchmarks.training import train_after_warm_up
     from clipmg.training import Trainer
 
     cfg = _train_config(settings, data, output, head)
     trainer = Trainer(cfg)
     trainer.setup()
-    if settings.warmup_steps:
-        cfg.optim.max_steps_per_epoch = settings.warmup_steps
-        trainer.train_epoch(0)
-        trainer.state.step_in_epoch = 0
-    cfg.optim.max_steps_per_epoch = settings.steps
-    stats = trainer.train_epoch(1)
+    stats = train_after_warm_up(trainer, settings.warmup_steps, settings.steps)
     trainer.save("bench", with_state=False)
     return {"samples_per_s": stats["samples_per_s"], "batch_size": cfg.optim.batch_size,
             "checkpoint": str(output / "bench")}
@@ -137,15 +132,8 @@ def render(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = TemporalBenchSettings()
-    parser = argparse.ArgumentParser(prog="benchmarks/temporal.py", description=__doc__.split("\n\n")[0])
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if name == "heads":
-            parser.add_argument(flag, nargs="+", choices=HEADS, default=list(value))
-        else:
-            parser.add_argument(flag, type=type(value) if value is not None else int, default=value)
-    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--work-dir", type=Path, help="keep the data and runs here (default: a temporary folder)")
+    heads = {"nargs": "+", "choices": HEADS, "default": list(defaults.heads)}
+    parser = settings_parser("benchmarks/temporal.py", __doc__, defaults, heads=heads)
     args = parser.parse_args(argv)
     keep_freed_memory_for_reuse()
     set_progress(False)

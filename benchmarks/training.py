@@ -45,6 +45,18 @@ def train_config(model: str, data: BenchData, settings: BenchSettings, parallel:
                        seed=settings.seed).validate()
 
 
+def train_after_warm_up(trainer, warmup_steps: int, steps: int) -> dict:
+    """The stats of epoch 1, at most `steps` steps (0: all), after a warm-up epoch 0 of
+    `warmup_steps` steps (none for 0). The limits are set on the trainer's own config: it holds a
+    copy of the caller's, with the resolved learning rates."""
+    if warmup_steps:
+        trainer.cfg.optim.max_steps_per_epoch = warmup_steps
+        trainer.train_epoch(0)
+        trainer.state.step_in_epoch = 0
+    trainer.cfg.optim.max_steps_per_epoch = steps
+    return trainer.train_epoch(1)
+
+
 def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings, parallel: dict,
                             precision: str, output: Path) -> dict:
     """samples/s of one epoch of clipmg's Trainer after a warm-up of `warmup_steps` steps;
@@ -57,12 +69,8 @@ def measure_clipmg_training(model: str, data: BenchData, settings: BenchSettings
     try:
         with torch_threads(parallel["train_threads"]):
             trainer.setup()
-            if settings.warmup_steps:
-                cfg.optim.max_steps_per_epoch = settings.warmup_steps
-                trainer.train_epoch(0)
-                trainer.state.step_in_epoch = 0
-            cfg.optim.max_steps_per_epoch = settings.max_train_steps
-            stats = trainer.train_epoch(1)
+            stats = train_after_warm_up(trainer, settings.warmup_steps,
+                                        settings.max_train_steps)
         trainer.save("bench", with_state=False)
     finally:
         # what Trainer.fit does on its way out: leave a process group torchrun made the Trainer join

@@ -183,3 +183,14 @@ def test_recipe_benchmark_prints_the_defaults_against_the_former_settings(tmp_pa
     for row in rows.values():
         assert math.isfinite(row["ratio"]) and row["best"]["samples_per_s"] > 0
     assert rows["former demo"]["best"]["workers"] == 0
+
+
+def test_the_step_limits_reach_the_trainer_that_runs_them(tiny_train_settings):
+    """The trainer holds its own copy of the config (with the resolved learning rates): limits set
+    on the caller's copy would be ignored and whole epochs timed."""
+    from clipmg.training import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(**{**tiny_train_settings, "batch_size": 2}).validate())
+    trainer.setup()
+    training.train_after_warm_up(trainer, warmup_steps=1, steps=2)
+    assert trainer.state.global_step == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clipmg.cli.options import add_command
 from clipmg.errors import DataError
 from clipmg.jobs.approaches import APPROACHES
 from clipmg.jobs.compare import MODES, compare, compare_seeds
@@ -75,7 +76,6 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="train every approach (contrastive, CNN heads, probe, pose, hand crops) "
-                                       "on one split and tabulate their metrics")
-    add_compare_arguments(p)
-    p.set_defaults(func=run)
+    add_command(sub, "compare", "train every approach (contrastive, CNN heads, probe, pose, hand "
+                                "crops) on one split and tabulate their metrics",
+                add_compare_arguments, run)

@@ -7,6 +7,7 @@ import time
 
 from clipmg.cli.options import (
     add_column_arguments,
+    add_command,
     add_frames_arguments,
     add_image_root_argument,
     add_runtime_arguments,
@@ -68,7 +69,6 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lab", help="a checkpoint in the browser: edit prompts and see the metrics change, "
-                                   "search frames by text, browse mistakes and clips (lab extra)")
-    add_arguments(p)
-    p.set_defaults(func=run)
+    add_command(sub, "lab", "a checkpoint in the browser: edit prompts and see the metrics change, "
+                            "search frames by text, browse mistakes and clips (lab extra)",
+                add_arguments, run)

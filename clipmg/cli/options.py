@@ -12,6 +12,14 @@ COLUMN_FLAGS = (("path", "Path"), ("class", "Class"), ("video", "Video ID"), ("f
                 ("caption", "Caption"))
 
 
+def add_command(sub, name: str, help: str, add_arguments, func) -> argparse.ArgumentParser:
+    """A subcommand whose options one function declares and whose work one function does."""
+    parser = sub.add_parser(name, help=help)
+    add_arguments(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def add_column_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """--path-column, --class-column, ...: the metadata's column names."""
     for column, default in COLUMN_FLAGS:

@@ -8,6 +8,7 @@ from clipmg.cli.imports import folder_for
 from clipmg.cli.options import (
     add_classify_arguments,
     add_column_arguments,
+    add_command,
     add_frames_arguments,
     add_image_root_argument,
     add_report_arguments,
@@ -121,9 +122,8 @@ def add_predict_arguments(parser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify the images listed in a CSV (same as test.py)")
-    add_predict_arguments(p)
-    p.set_defaults(func=predict)
+    add_command(sub, "predict", "classify the images listed in a CSV (same as test.py)",
+                add_predict_arguments, predict)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a metadata file or split")
     add_frames_arguments(p, "train.xlsx or a CSV of frames with their classes")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipmg.cli.options import add_column_arguments, columns_from_args
+from clipmg.cli.options import add_column_arguments, add_command, columns_from_args
 from clipmg.cli.report import print_metrics
 from clipmg.errors import DataError
 from clipmg.inference import DEFAULT_BATCH_SIZE
@@ -48,7 +48,5 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("probe", help="linear probe: a logistic-regression head on a checkpoint's frozen image "
-                                     "features")
-    add_probe_arguments(p)
-    p.set_defaults(func=run)
+    add_command(sub, "probe", "linear probe: a logistic-regression head on a checkpoint's frozen "
+                              "image features", add_probe_arguments, run)

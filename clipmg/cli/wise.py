@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipmg.cli.options import add_image_root_argument
+from clipmg.cli.options import add_command, add_image_root_argument
 from clipmg.cli.report import print_metrics
 from clipmg.errors import DataError
 from clipmg.inference import DEFAULT_BATCH_SIZE
@@ -49,6 +49,5 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("wise", help="WiSE-FT: interpolate the weights of a start and its fine-tune (or sweep alpha)")
-    add_wise_arguments(p)
-    p.set_defaults(func=run)
+    add_command(sub, "wise", "WiSE-FT: interpolate the weights of a start and its fine-tune "
+                             "(or sweep alpha)", add_wise_arguments, run)

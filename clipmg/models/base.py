@@ -247,33 +247,12 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
                          "checkpointing; train it without --grad-checkpointing")
 
 
-class ImageSideWrapper(ContrastiveModel):
-    """A model around a plain image-text model (`self.inner`) that changes only the image side
-    (pose fusion, hand crops): text tower, logit scale and saved parts stay the inner model's;
-    the wrapper's own parameters are "heads"."""
-
-    wrapper_name = "this wrapper"
-
-    def __init__(self, inner: ContrastiveModel):
-        super().__init__()
-        if inner.has_classifier_head:
-            raise ModelError(f"{self.wrapper_name} wraps a model scored against class prompts; "
-                             f"{type(inner).__name__} has its own classifier head")
-        if inner.extra_inputs:
-            raise ModelError(f"{self.wrapper_name} wraps a plain image-text model; {type(inner).__name__} "
-                             f"already takes {', '.join(inner.extra_inputs)}")
-        self.inner = inner
+class InnerModelWrapper(ContrastiveModel):
+    """A model around another (`self.inner`) that keeps its text tower, logit scale and saved
+    parts; the wrapper's own parameters are "heads"."""
 
     def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
         return self.inner.save_pretrained_parts(folder)
-
-    @property
-    def tower_origins(self) -> dict[str, str]:
-        return self.inner.tower_origins
-
-    @tower_origins.setter
-    def tower_origins(self, value: dict[str, str]) -> None:
-        pass  # the towers are the inner model's
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -289,6 +268,31 @@ class ImageSideWrapper(ContrastiveModel):
         if name.startswith("inner."):
             return self.inner.parameter_part(name[len("inner."):])
         return HEADS
+
+
+class ImageSideWrapper(InnerModelWrapper):
+    """A model around a plain image-text model (`self.inner`) that changes only the image side
+    (pose fusion, hand crops)."""
+
+    wrapper_name = "this wrapper"
+
+    def __init__(self, inner: ContrastiveModel):
+        super().__init__()
+        if inner.has_classifier_head:
+            raise ModelError(f"{self.wrapper_name} wraps a model scored against class prompts; "
+                             f"{type(inner).__name__} has its own classifier head")
+        if inner.extra_inputs:
+            raise ModelError(f"{self.wrapper_name} wraps a plain image-text model; {type(inner).__name__} "
+                             f"already takes {', '.join(inner.extra_inputs)}")
+        self.inner = inner
+
+    @property
+    def tower_origins(self) -> dict[str, str]:
+        return self.inner.tower_origins
+
+    @tower_origins.setter
+    def tower_origins(self, value: dict[str, str]) -> None:
+        pass  # the towers are the inner model's
 
     def timm_modules(self) -> dict[str, nn.Module]:
         return {f"inner.{prefix}": module for prefix, module in self.inner.timm_modules().items()}

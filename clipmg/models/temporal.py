@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from clipmg.errors import ModelError
-from clipmg.models.base import HEADS, ContrastiveModel
+from clipmg.models.base import ContrastiveModel, InnerModelWrapper
 from clipmg.models.registry import create_model_from_config, register_backend
 
 TEMPORAL_HEADS = ("mean", "attention", "transformer")
@@ -107,7 +107,7 @@ def feature_dim(model: ContrastiveModel) -> int:
 
 
 @register_backend
-class ClipModel(ContrastiveModel):
+class ClipModel(InnerModelWrapper):
     backend = "clip"
 
     def __init__(self, inner: ContrastiveModel, clip_frames: int, temporal: str = "mean",
@@ -161,20 +161,7 @@ class ClipModel(ContrastiveModel):
         self._adopt(inner)
         return self
 
-    def save_pretrained_parts(self, folder: str | Path) -> list[Path]:
-        return self.inner.save_pretrained_parts(folder)
-
-    # --- the inner model's text side and scale -----------------------------------------------------
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.inner.logit_scale
-
-    def scale(self) -> torch.Tensor:
-        return self.inner.scale()
-
-    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
-        return self.inner.encode_text(texts, normalize=normalize)
-
+    # --- the inner model's linear head ------------------------------------------------------------
     @property
     def backbone(self):
         """A linear-head inner model's backbone (for a zero-shot head)."""
@@ -242,11 +229,6 @@ class ClipModel(ContrastiveModel):
         return self.logits_from_features(self.scoring_features(images, **extras), class_embeddings)
 
     # --- training helpers ---------------------------------------------------------------------------
-    def parameter_part(self, name: str) -> str:
-        if name.startswith("inner."):
-            return self.inner.parameter_part(name[len("inner."):])
-        return HEADS
-
     def freeze(self, image: bool = False, text: bool = False) -> None:
         """The inner model's towers as it freezes them; the temporal head always trains."""
         self.inner.freeze(image=image, text=text)
