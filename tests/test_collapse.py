@@ -1,5 +1,5 @@
 """The stall of issue 14, reproduced on generated data: trained from scratch at the old rates (text
-1e-3, heads 2e-3), the default model's class text embeddings and image features collapse towards
+1e-3, heads 2e-3), clipmg-small's class text embeddings and image features collapse towards
 one point within a few steps, and training then sits near the uniform loss for epochs (on data
 with few people, for the whole run). The automatic rates keep them apart. docs/recipes.md has
 the measurements behind the rates."""

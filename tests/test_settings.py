@@ -8,6 +8,7 @@ import pytest
 
 from clipmg.cli import main
 from clipmg.errors import DataError
+from clipmg.models.registry import DEFAULT_MODEL
 from clipmg.training import TrainConfig
 from clipmg.training.config import CHOICES, FLAGS, SECTIONS
 from clipmg.training.model import build_model
@@ -146,7 +147,7 @@ def test_every_train_flag_has_help_and_its_default_grouped_by_section():
         action = next(a for a in group._group_actions if flag in a.option_strings)
         assert "(default" in action.help, flag
     text = parser.format_help()
-    assert "(default: classes)" in text and "(default: openclip:clipmg-small)" in text
+    assert "(default: classes)" in text and f"(default: {DEFAULT_MODEL})" in text
 
 
 def test_each_choice_comes_from_its_owner_and_the_cli_offers_the_same():

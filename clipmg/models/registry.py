@@ -21,7 +21,7 @@ from typing import Any
 from clipmg.errors import ModelError
 from clipmg.models.spec import SPEC_SETTINGS, ModelSpec
 
-DEFAULT_MODEL = "openclip:clipmg-small"
+DEFAULT_MODEL = "openclip:clipmg-half"
 #: `head=`: how classes are scored (not `base.HEADS`, the parameter part of the projection heads)
 HEAD_KINDS = ("contrastive", "linear")
 POSE_FUSIONS = ("none", "concat", "gated")

@@ -204,7 +204,7 @@ class Trainer:
 
     def _batch_images(self, batch: dict) -> torch.Tensor:
         # The training transforms already normalise (float batches), so this only lays the batch out
-        # channels-last: the ResNet towers train about 1.13x faster on it on the CPU.
+        # channels-last: the ResNet towers train faster on it on the CPU (docs/benchmarks.md).
         return cdata.normalize_images(batch["image"].to(self.device, non_blocking=True))
 
     def train_step(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
