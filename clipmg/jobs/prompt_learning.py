@@ -43,7 +43,8 @@ from clipmg.prompts import (
     PromptSet,
     load_prompt_set,
 )
-from clipmg.training.optim import cosine_with_warmup
+from clipmg.training.optim import adamw, cosine_with_warmup
+from clipmg.training.recipes import DEFAULT_WARMUP, warmup_steps
 from clipmg.utils import atomic_write_text, logger, progress
 
 
@@ -87,10 +88,9 @@ def learn_prompts(out: str | os.PathLike, metadata: str | os.PathLike, *,
     num_classes = len(base.class_ids)
     text_labels = torch.arange(num_classes, device=base.device)
     scale = base.model.scale().detach().float()
-    optimizer = torch.optim.AdamW(learner.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = epochs * steps_per_epoch
-    scheduler = cosine_with_warmup(optimizer, min(steps_per_epoch, max(1, total // 20)), total)
+    optimizer = adamw([{"params": list(learner.parameters()), "lr": lr, "weight_decay": weight_decay}])
+    total = epochs * math.ceil(len(train) / batch_size)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps(DEFAULT_WARMUP, total), total)
     writer = None
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter

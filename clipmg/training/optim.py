@@ -13,7 +13,7 @@ from clipmg.training.layer_decay import apply_layer_decay
 from clipmg.training.recipes import warmup_steps
 from clipmg.utils import autocast_dtype
 
-__all__ = ["SchedulerInterval", "autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_warmup"]
+__all__ = ["SchedulerInterval", "adamw", "autocast_dtype", "build_optimizer", "build_scheduler", "cosine_with_warmup"]
 
 
 class SchedulerInterval(enum.Enum):
@@ -32,8 +32,13 @@ def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
         group["params"] = [p for p in group["params"] if p.requires_grad]
     if cfg.tuning.layer_decay != 1.0:
         groups = apply_layer_decay(model, groups, cfg.tuning.layer_decay)
-    # One fused kernel for every parameter instead of a Python loop over them: the update of the
-    # text tower's token table alone outweighed a small image tower's (docs/recipes.md, "Speed").
+    return adamw(groups)
+
+
+def adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW over parameter groups, fused where every parameter allows it: one kernel for every
+    parameter instead of a Python loop over them (the update of the text tower's token table
+    alone outweighed a small image tower's; docs/recipes.md)."""
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, fused=fused or None)
 

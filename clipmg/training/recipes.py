@@ -84,6 +84,9 @@ def resolve_learning_rates(lr_image, lr_text, lr_heads, tower_origins: dict[str,
     return LearningRates(rates[IMAGE], rates[TEXT], rates["heads"], why)
 
 
+DEFAULT_WARMUP = 0.05  # a share of the run's optimizer steps
+
+
 def warmup_steps(warmup: float, total_steps: int) -> int:
     """Warm-up steps: `warmup` below 1 is a share of the run's optimizer steps, 1 or more a number
     of steps; at most half the run."""

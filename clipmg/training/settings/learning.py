@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from clipmg.errors import DataError
-from clipmg.training.recipes import AUTO
+from clipmg.training.recipes import AUTO, DEFAULT_WARMUP
 from clipmg.training.settings.base import Settings, at_least, setting
 
 LEARNING_RATES = ("lr_image", "lr_text", "lr_heads")
@@ -59,7 +59,7 @@ class OptimSettings(Settings):
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)")
     scheduler: str = setting("cosine", "learning-rate schedule: warm-up then cosine, halve on a plateau, or "
                                        "constant")
-    warmup: float = setting(0.05, "cosine warm-up: below 1 a share of the optimizer steps, 1 or more a number of "
+    warmup: float = setting(DEFAULT_WARMUP, "cosine warm-up: below 1 a share of the optimizer steps, 1 or more a number of "
                                   "steps")
     plateau_patience: int = setting(2, "plateau schedule: epochs without progress before the rates halve")
     grad_accum: int = setting(1, "batches accumulated per optimizer step")
