@@ -1,6 +1,6 @@
-"""What the trainer writes to TensorBoard: learning rates and the temperature every step, losses,
-metrics and the validation confusion matrix every epoch, and projector points of a fixed sample
-of validation frames every `embed_every` epochs."""
+"""What the trainer writes to TensorBoard: learning rates and the temperature every step, losses
+and metrics every epoch, the validation confusion matrix at each epoch that improves best/ and at
+the last, and projector points of a fixed sample of validation frames every `embed_every` epochs."""
 
 from __future__ import annotations
 
@@ -27,13 +27,11 @@ def log_step(writer, step: int, optimizer: torch.optim.Optimizer, scale: float) 
     writer.add_scalar("train/logit_scale", scale, step)
 
 
-def log_epoch(writer, epoch: int, train_stats: dict, metrics: dict, logits: torch.Tensor, targets: torch.Tensor,
-              class_ids: Sequence[int], class_names: Sequence[str]) -> None:
+def log_epoch(writer, epoch: int, train_stats: dict, metrics: dict) -> None:
     for key, value in train_stats.items():
         writer.add_scalar(f"train/{key}", value, epoch)
     for key, value in metrics.items():
         writer.add_scalar(f"val/{key}", value, epoch)
-    log_confusion(writer, logits, targets, class_names, epoch, class_ids=class_ids)
 
 
 def log_confusion(writer, logits: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str], step: int,

@@ -54,7 +54,7 @@ from clipmg.training.recipes import (
 from clipmg.training.resume import restore
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.state import TrainerState
-from clipmg.training.tensorboard import log_epoch, log_step, log_validation_projector
+from clipmg.training.tensorboard import log_confusion, log_epoch, log_step, log_validation_projector
 from clipmg.training.texts import TrainingTexts
 from clipmg.training.validation import better, raw_or_ema, score_test_part, validate_model
 from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
@@ -317,13 +317,15 @@ class Trainer:
         if improved:
             self.save("best", metrics, with_state=False, model=self.validated_model)
         self.save("last", metrics)
-        self._log_epoch(epoch, train_stats, metrics)
+        self._log_epoch(epoch, train_stats, metrics, confusion=improved or epoch + 1 == cfg.optim.epochs)
         warning = not_learning_warning(self.state.history, self.val_df["class_id"].nunique(), self.learning_rates)
         if warning:
             logger.warning(warning)
         return cfg.run.patience is not None and self.state.epochs_without_improvement > cfg.run.patience
 
-    def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
+    def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict, confusion: bool) -> None:
+        """The epoch's line, and its TensorBoard figures (the confusion image when `confusion`:
+        drawing it costs more than validating a small validation set)."""
         if not self.env.is_main:
             return
         logger.info("epoch %d: train loss %.4f (%.1f samples/s) | val %s", epoch + 1, train_stats["loss"],
@@ -331,8 +333,10 @@ class Trainer:
                                                            if isinstance(v, float)))
         if self.writer is None:
             return
-        log_epoch(self.writer, epoch + 1, train_stats, metrics, *self.last_validation, self.data.class_ids,
-                  self.data.class_names)
+        log_epoch(self.writer, epoch + 1, train_stats, metrics)
+        if confusion:
+            log_confusion(self.writer, *self.last_validation, self.data.class_names, epoch + 1,
+                          class_ids=self.data.class_ids)
         if self.cfg.run.embed_every and (epoch + 1) % self.cfg.run.embed_every == 0:
             log_validation_projector(self.writer, self.model, self.data.class_ids, self.data.class_names,
                                      self.prompt_set, self.val_df, self.image_root, epoch + 1,
