@@ -4,6 +4,7 @@ with a tiny CLIP, on the same training frames, for the same epochs, on the same 
 the other.
 
     python benchmarks/real_data.py --out runs/real_data                 # every set found, 10 epochs
+    python benchmarks/real_data.py --out runs/real_data_s1 --seed 1     # another training seed, both sides
     python benchmarks/real_data.py --dataset name=webcam,metadata=M,labels=L,group=Session --sets webcam
 
 Each set is split three ways by the library (`clipmg.data.split_dataset`): a test part by group
@@ -217,7 +218,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-def run_peer(prep: Prepared, work: Path, epochs: int, threads: int) -> dict:
+def run_peer(prep: Prepared, work: Path, epochs: int, threads: int, seed: int = 0) -> dict:
     run_dir = work / "runs" / prep.data.name / "peer"
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = len(pd.read_csv(prep.peer_train_csv))
@@ -228,7 +229,7 @@ def run_peer(prep: Prepared, work: Path, epochs: int, threads: int) -> dict:
                "--precision", "fp32", "--device", "cpu", "--batch-size", str(PEER_BATCH), "--lr", str(PEER_LR),
                "--warmup", str(max(1, round(0.05 * steps))), "--epochs", str(epochs), "--workers", str(threads),
                "--save-frequency", str(epochs), "--zeroshot-frequency", "0", "--val-frequency", "0",
-               "--logs", str(run_dir), "--name", "run", "--seed", "0", "--log-every-n-steps", "1000"]
+               "--logs", str(run_dir), "--name", "run", "--seed", str(seed), "--log-every-n-steps", "1000"]
     start = time.time()
     run_logged(command, run_dir / "train.log", cwd=run_dir, replace_dir=run_dir / "run")
     train_wall = time.time() - start
@@ -291,11 +292,12 @@ def run_logged(command: list[str], log: Path, cwd: Path | None = None, replace_d
     return done.stdout
 
 
-def compare(prep: Prepared, work: Path, epochs: int, extra_args: list[str], threads: int, peer: bool) -> dict:
+def compare(prep: Prepared, work: Path, epochs: int, extra_args: list[str], threads: int, peer: bool,
+            seed: int = 0) -> dict:
     row = {"set": prep.data.name, "notes": prep.data.notes, "counts": prep.counts,
-           "clipmg": run_clipmg(prep, work, epochs, extra_args)}
+           "clipmg": run_clipmg(prep, work, epochs, ["--seed", str(seed), *extra_args])}
     if peer:
-        row["peer"] = run_peer(prep, work, epochs, threads)
+        row["peer"] = run_peer(prep, work, epochs, threads, seed)
         c, p = row["clipmg"], row["peer"]
         row["ratios"] = {"top1": c["top1"] / max(p["top1"], 1e-9),
                          "balanced_accuracy": c["balanced_accuracy"] / max(p["balanced_accuracy"], 1e-9),
@@ -343,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--clipmg-args", default="", help="extra `clipmg train` flags (default: none, the defaults)")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="training seed of both sides (the split stays seed 0's)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args(argv)
     work = Path(args.out).resolve()
@@ -353,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for data in sets:
         row = compare(prepare(data, work), work, args.epochs, shlex.split(args.clipmg_args), args.threads,
-                      not args.no_peer)
+                      not args.no_peer, args.seed)
         rows.append(row)
         print(table([row]).splitlines()[-1], flush=True)
-        (work / "results.json").write_text(json.dumps({"epochs": args.epochs, "clipmg_args": args.clipmg_args,
+        (work / "results.json").write_text(json.dumps({"epochs": args.epochs, "seed": args.seed, "clipmg_args": args.clipmg_args,
                                                        "rows": rows}, indent=2, default=str))
     print(table(rows))
     return 0
