@@ -18,9 +18,10 @@ from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-SMALL_FRAME_CFG = {"num_classes": 0, "crop_pct": 1.0,
-                   "interpolation": "bicubic", "mean": (0.48145466, 0.4578275, 0.40821073),
-                   "std": (0.26862954, 0.26130258, 0.27577711), "first_conv": "conv1", "classifier": "fc"}
+#: timm's pretrained_cfg of these towers, less the input and pool sizes (`_small_frame_resnet`)
+SMALL_FRAME_CFG = {"num_classes": 0, "crop_pct": 1.0, "interpolation": "bicubic",
+                   "mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
+                   "first_conv": "conv1", "classifier": "fc"}
 
 
 class SmallFrameResNet(ResNet):
