@@ -79,6 +79,16 @@ class ContrastiveModel(nn.Module, metaclass=ABCMeta):
     #: False for models whose per-frame inputs are image positions that random crops, rotations
     #: and flips would move away from (hand boxes): they train on uncropped frames.
     geometric_augmentation: bool = True
+    #: how a name of this backend reads (in errors) and the `ModelSpec` settings it reads
+    #: (`registry.unread_settings` refuses the others by name)
+    name_pattern: str = ""
+    spec_settings: tuple[str, ...] = ()
+
+    @classmethod
+    def options_from_spec(cls, spec) -> dict[str, Any]:
+        """The `create_named` options of a `clipmg.models.ModelSpec`: the settings the backend
+        reads, as they are (a backend that translates them overrides this)."""
+        return {name: getattr(spec, name) for name in cls.spec_settings}
 
     def __init__(self) -> None:
         super().__init__()

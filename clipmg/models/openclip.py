@@ -35,7 +35,6 @@ from clipmg.models.base import (
     resolve_temperature,
 )
 from clipmg.models.registry import register_backend
-from clipmg.models.spec import ModelSpec
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 PREFIX = "openclip:"
@@ -184,11 +183,6 @@ class OpenClipModel(ContrastiveModel):
 
     name_pattern = PREFIX + "<model>"
     spec_settings = ("pretrained", "image_size", "temperature", "learn_temperature")
-
-    @classmethod
-    def options_from_spec(cls, spec: ModelSpec) -> dict[str, Any]:
-        return {"pretrained": spec.pretrained, "image_size": spec.image_size, "temperature": spec.temperature,
-                "learn_temperature": spec.learn_temperature}
 
     list_order = 0
 

@@ -34,7 +34,7 @@ from clipmg.errors import ModelError
 from clipmg.models.base import HEADS, IMAGE, IMAGENET_WEIGHTS, RANDOM, TEXT, ContrastiveModel
 from clipmg.models.hybrid import create_image_encoder, image_preprocess
 from clipmg.models.registry import create_model_from_config, register_backend
-from clipmg.models.spec import ModelSpec, wants_pretrained
+from clipmg.models.spec import wants_pretrained
 
 TIMM_PREFIX, TORCHVISION_PREFIX, CLIP_BACKBONE = "timm:", "torchvision:", "clip"
 TORCHVISION_BACKBONES = ("alexnet",)
@@ -113,10 +113,6 @@ class SupervisedModel(ContrastiveModel):
 
     name_pattern = "timm:<name> or torchvision:alexnet"
     spec_settings = ("pretrained", "image_size")
-
-    @classmethod
-    def options_from_spec(cls, spec: ModelSpec) -> dict[str, Any]:
-        return {"pretrained": spec.pretrained, "image_size": spec.image_size}
 
     def __init__(self, backbone: nn.Module, *, spec: str, num_classes: int, feature_dim: int,
                  preprocess: dict[str, Any], dropout: float = 0.0, normalize_features: bool = False,
