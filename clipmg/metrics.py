@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ from clipmg.utils import atomic_write_text
 #: what validation reports each epoch (`--monitor` chooses one)
 VALIDATION_METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "clip_top1", "clip_top5", "loss")
 LOWER_IS_BETTER = frozenset({"loss"})
-
-
-def _sklearn_metrics():
-    """sklearn.metrics, imported on first use: a large import that `import clipmg` and the CLI's
-    start-up should not pay."""
-    import sklearn.metrics
-
-    return sklearn.metrics
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
@@ -62,16 +53,22 @@ def clip_majority_votes(logits: torch.Tensor, targets: torch.Tensor, clip_ids) -
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: str = "") -> dict:
-    """top1, top5, balanced accuracy and macro-F1 of (n, C) logits against class indices."""
-    preds = logits.argmax(dim=1).numpy()
-    y = targets.numpy()
+    """top1, top5, balanced accuracy and macro-F1 of (n, C) logits against class indices.
+
+    Balanced accuracy and macro-F1 are sklearn's (`balanced_accuracy_score`; `f1_score` with
+    `labels` the classes present in the targets, `zero_division=0`), computed from one confusion
+    matrix: sklearn's import and input checks cost more than a small validation set's scoring.
+    """
+    counts = confusion_counts(targets.numpy(), logits.argmax(dim=1).numpy(), logits.shape[1])
+    support, predicted, correct = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
+    present = support > 0
     return {
         f"{prefix}top1": topk_accuracy(logits, targets, 1),
         f"{prefix}top5": topk_accuracy(logits, targets, 5),
-        # Mean recall over the classes present in the targets (sklearn's definition).
-        f"{prefix}balanced_accuracy": _balanced_accuracy(y, preds),
-        f"{prefix}macro_f1": float(_sklearn_metrics().f1_score(y, preds, labels=np.unique(y), average="macro", zero_division=0))
-        if len(y) else float("nan"),
+        f"{prefix}balanced_accuracy": float(np.mean(correct[present] / support[present])) if present.any()
+        else float("nan"),
+        f"{prefix}macro_f1": float(np.mean(2 * correct[present] / (support + predicted)[present])) if present.any()
+        else float("nan"),
     }
 
 
@@ -99,14 +96,6 @@ def clip_model_metrics(clip_logits: torch.Tensor, clip_targets: torch.Tensor) ->
             **classification_metrics(clip_logits, clip_targets, "clip_model_")}
 
 
-def _balanced_accuracy(y: np.ndarray, preds: np.ndarray) -> float:
-    if not len(y):
-        return float("nan")
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected here
-        warnings.simplefilter("ignore", UserWarning)
-        return float(_sklearn_metrics().balanced_accuracy_score(y, preds))
-
-
 def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str],
                      class_ids: list[int] | None = None) -> pd.DataFrame:
     """One row per class: support (true frames), recall, and predicted count, precision and F1.
@@ -116,7 +105,7 @@ def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: l
     preds = logits.argmax(dim=1).cpu().numpy()
     y = targets.cpu().numpy()
     labels = np.arange(len(class_names))
-    cm = _sklearn_metrics().confusion_matrix(y, preds, labels=labels)
+    cm = confusion_counts(y, preds, len(class_names))
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
     correct = np.diag(cm)
@@ -132,8 +121,13 @@ def per_class_report(logits: torch.Tensor, targets: torch.Tensor, class_names: l
 
 
 def confusion(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
-    preds = logits.argmax(dim=1).cpu().numpy()
-    return _sklearn_metrics().confusion_matrix(targets.cpu().numpy(), preds, labels=np.arange(num_classes))
+    return confusion_counts(targets.cpu().numpy(), logits.argmax(dim=1).cpu().numpy(), num_classes)
+
+
+def confusion_counts(y: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) frame counts: row the true class index, column the predicted one."""
+    y, preds = np.asarray(y, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    return np.bincount(y * num_classes + preds, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 # --------------------------------------------------------------------------- reports

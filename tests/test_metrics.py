@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -156,3 +157,27 @@ def test_summary_lines():
     lines = metrics_summary_lines(compute_metrics(LOGITS, TARGETS, clip_ids=CLIPS))
     assert lines[0].startswith("frames:") and "top1 0.5714" in lines[0]
     assert lines[1].startswith("clips:") and "top1 1.0000" in lines[1]
+
+
+@pytest.mark.parametrize("seed,frames,classes", [(0, 50, 5), (1, 200, 32), (2, 7, 12), (3, 1, 3)])
+def test_balanced_accuracy_and_macro_f1_are_sklearns(seed, frames, classes):
+    """Computed from one confusion matrix, they agree with sklearn's definitions, including classes
+    that never occur in the targets or the predictions."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(frames, classes, generator=generator)
+    targets = torch.randint(0, max(1, classes // 2), (frames,), generator=generator)  # upper classes absent
+    y, preds = targets.numpy(), logits.argmax(dim=1).numpy()
+    metrics = compute_metrics(logits, targets)
+    with warnings.catch_warnings():  # sklearn warns of predicted classes absent from the targets
+        warnings.simplefilter("ignore")
+        expected_balanced = balanced_accuracy_score(y, preds)
+    assert metrics["balanced_accuracy"] == pytest.approx(expected_balanced)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y, preds, labels=np.unique(y), average="macro",
+                                                         zero_division=0))
+
+
+def test_metrics_of_no_frames_are_nan():
+    metrics = compute_metrics(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert math.isnan(metrics["balanced_accuracy"]) and math.isnan(metrics["macro_f1"])
