@@ -70,6 +70,7 @@ class Trainer:
         self.device = ddp.device_for(self.env, self.device)
         self.workers = default_train_workers(self.device) if cfg.data.workers is None else cfg.data.workers
         self.writer = None
+        self.best_validation = None  # (logits, targets, ...) of best/'s epoch in this process
         self.preemption = PreemptionWatch()  # idle until fit() enters it
 
     # ----------------------------------------------------------------- set-up
@@ -316,16 +317,16 @@ class Trainer:
             self.scheduler.step(value)
         if improved:
             self.save("best", metrics, with_state=False, model=self.validated_model)
+            self.best_validation = self.last_validation
         self.save("last", metrics)
-        self._log_epoch(epoch, train_stats, metrics, confusion=improved or epoch + 1 == cfg.optim.epochs)
+        self._log_epoch(epoch, train_stats, metrics)
         warning = not_learning_warning(self.state.history, self.val_df["class_id"].nunique(), self.learning_rates)
         if warning:
             logger.warning(warning)
         return cfg.run.patience is not None and self.state.epochs_without_improvement > cfg.run.patience
 
-    def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict, confusion: bool) -> None:
-        """The epoch's line, and its TensorBoard figures (the confusion image when `confusion`:
-        drawing it costs more than validating a small validation set)."""
+    def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
+        """The epoch's line, and its TensorBoard figures but the confusion image (`_log_confusions`)."""
         if not self.env.is_main:
             return
         logger.info("epoch %d: train loss %.4f (%.1f samples/s) | val %s", epoch + 1, train_stats["loss"],
@@ -334,9 +335,6 @@ class Trainer:
         if self.writer is None:
             return
         log_epoch(self.writer, epoch + 1, train_stats, metrics)
-        if confusion:
-            log_confusion(self.writer, *self.last_validation, self.data.class_names, epoch + 1,
-                          class_ids=self.data.class_ids)
         if self.cfg.run.embed_every and (epoch + 1) % self.cfg.run.embed_every == 0:
             log_validation_projector(self.writer, self.model, self.data.class_ids, self.data.class_names,
                                      self.prompt_set, self.val_df, self.image_root, epoch + 1,
@@ -370,6 +368,19 @@ class Trainer:
                 self.writer.close()
             ddp.cleanup(self.env)
 
+    def _log_confusions(self) -> None:
+        """The validation confusion images of best/'s epoch and of the last epoch, drawn once at the
+        end: drawing one costs more than validating a small validation set, and on a noisy one
+        best/ improves at most epochs. (After a resume, best/'s is drawn only if it was chosen since.)"""
+        if self.writer is None or not self.state.history:
+            return
+        last = self.state.history[-1]["epoch"]
+        drawn = {last: self.last_validation}
+        if self.best_validation is not None:
+            drawn[self.state.best_epoch] = self.best_validation
+        for epoch in sorted(drawn):
+            log_confusion(self.writer, *drawn[epoch], self.data.class_names, epoch, class_ids=self.data.class_ids)
+
     def test(self) -> dict | None:
         """best/'s metrics on the test part (frames that neither trained nor chose it), or None."""
         if not self.env.is_main or not (self.run_dir / "best").exists():
@@ -384,6 +395,7 @@ class Trainer:
                    "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                    "test": test, "figures_from": "test part" if test else "validation (chose best/)",
                    "split": self.data.split_report, "history": history}
+        self._log_confusions()
         if self.writer is not None and best:
             hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in summary["best"].items()
