@@ -255,3 +255,17 @@ def test_seeds_share_the_runs_an_ensemble_borrows(tiny_dataset, tmp_path, monkey
     second_members = rows[2].loc["ensemble-3-seeds", "checkpoint"].split()
     assert rows[2].loc["contrastive", "checkpoint"] == first_members[1] == second_members[0]
     assert second_members[1] == first_members[2] and "seed-2" in second_members[2]
+
+
+def test_a_run_without_lora_imports_neither_peft_nor_sklearn(tiny_train_settings):
+    """Their imports cost about a second each of every run and every test.py on a small CPU: a
+    plain run, which checkpoints and computes metrics every epoch, needs neither."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom clipmg.training import TrainConfig, train\n"
+              f"train(TrainConfig(**json.loads({json.dumps(json.dumps(tiny_train_settings))})).validate())\n"
+              "print(json.dumps(sorted(m for m in ('peft', 'sklearn') if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -16,6 +16,7 @@ Targets (`--lora-targets`, comma-separated): `linear` (every `nn.Linear`), `atte
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 from safetensors.torch import load_file
@@ -80,18 +81,19 @@ def apply_lora(model, rank: int, alpha: float | None = None, targets: str | None
 
 
 def has_lora(model: nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return any(isinstance(module, BaseTunerLayer) for module in model.modules())
+    # Adapters are peft's layers: while peft is not imported there are none, and every checkpoint
+    # save of a run without LoRA would otherwise pay peft's large import.
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    return tuners is not None and any(isinstance(module, tuners.BaseTunerLayer) for module in model.modules())
 
 
 def merged_copy(model: nn.Module) -> nn.Module:
     """`model` itself without adapters; else a copy with every adapter merged into the weights
     under it and removed (the model's own parameter names, as a checkpoint holds them)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     if not has_lora(model):
         return model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     merged = copy.deepcopy(model)
     layers = [name for name, module in merged.named_modules() if isinstance(module, BaseTunerLayer)]
     outermost = [name for name in layers if not any(name.startswith(f"{other}.") for other in layers)]
