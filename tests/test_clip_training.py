@@ -97,3 +97,15 @@ def test_a_frame_checkpoint_fine_tunes_into_a_clip_model(tiny_train_settings, tm
 def test_clip_settings_are_checked_before_training(tiny_train_settings, overrides, message):
     with pytest.raises(DataError, match=message):
         TrainConfig(**{**tiny_train_settings, **overrides}).validate()
+
+
+def test_the_labs_clip_models_keep_the_frame_models_batch_of_frames(tiny_train_settings, tmp_path):
+    """The trainer turns a clip model's batch of frames into batch_size // K clips; the lab's clip
+    approaches pass the frame model's batch size on rather than dividing it a second time."""
+    from clipmg.jobs.approaches import temporal
+    from clipmg.jobs.approaches.registry import ComparisonContext
+
+    ctx = ComparisonContext(metadata=tmp_path, labels=tmp_path, split=tmp_path, out_dir=tmp_path,
+                            base_settings={**tiny_train_settings, "batch_size": 32})
+    settings = ctx.settings("clip", **temporal.clip_settings(ctx, "mean"))
+    assert settings["batch_size"] == 32 and settings["clip_frames"] == temporal.CLIP_FRAMES

@@ -29,11 +29,10 @@ def frame_average(ctx: ComparisonContext) -> ApproachResult:
 
 
 def clip_settings(ctx: ComparisonContext, temporal: str) -> dict:
-    """TrainConfig overrides of a clip model from the contrastive run: K frames per clip, and
-    batches of as many frames as the frame model's (batch_size / K clips, at least 2)."""
-    batch = max(2, int(ctx.base_settings.get("batch_size", 64)) // CLIP_FRAMES)
+    """TrainConfig overrides of a clip model from the contrastive run: K frames per clip (its
+    batches keep the frame model's frames, batch_size // K clips: the trainer divides)."""
     tuning = FROM_FRAME_MODEL if ctx.mode == "demo" else {}
-    return {"clip_frames": CLIP_FRAMES, "temporal": temporal, "batch_size": batch, **tuning}
+    return {"clip_frames": CLIP_FRAMES, "temporal": temporal, **tuning}
 
 
 def _clip_model(name: str, temporal: str):
