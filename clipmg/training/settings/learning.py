@@ -51,7 +51,9 @@ class OptimSettings(Settings):
     section: ClassVar[str] = "optimisation"
 
     epochs: int = setting(10, "passes over the training frames")
-    batch_size: int = setting(64, "frames (or clips) per optimizer step and device")
+    # 32, not 64: on sets of a few hundred frames an epoch of 64 is a handful of steps (docs/recipes.md)
+    batch_size: int = setting(32, "frames per optimizer step and device (a clip model's batch holds "
+                                  "batch_size // K clips)")
     lr_image: float | str = setting(AUTO, "image tower learning rate, or auto: from its weights (random, CLIP, "
                                           "ImageNet, checkpoint)")
     lr_text: float | str = setting(AUTO, "text tower learning rate, or auto")
