@@ -30,8 +30,9 @@ def letters_dataset(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 23 not met: the default recipe still stalls on class names one token "
-                                       "apart (docs/recipes.md, 'Tried, and not the default'); strict, so the "
-                                       "day it learns this test says so")
+                                       "apart, where the same frames with names several words apart learn "
+                                       "(docs/recipes.md, 'Measured against the peer'); strict, so the day it "
+                                       "learns this test says so")
 def test_class_names_one_token_apart_are_learned_with_the_defaults(letters_dataset, tmp_path):
     cfg = TrainConfig(metadata=str(letters_dataset / "training" / "train.csv"),
                       labels=str(letters_dataset / "Clip_label.csv"), output=str(tmp_path / "run"),
