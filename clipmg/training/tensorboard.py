@@ -34,6 +34,15 @@ def log_epoch(writer, epoch: int, train_stats: dict, metrics: dict) -> None:
         writer.add_scalar(f"val/{key}", value, epoch)
 
 
+def log_confusions(writer, validations: dict, class_names: Sequence[str], class_ids: Sequence[int]) -> None:
+    """The confusion images of a run, drawn once at its end: `validations` maps epochs (best/'s and
+    the last) to their validation (logits, targets, ...), None where it is not at hand (best/'s
+    epoch before a resume). Drawing one costs more than validating a small validation set, and on
+    a noisy one best/ improves at most epochs, so they are not drawn as training goes."""
+    for epoch in sorted(e for e, validation in validations.items() if validation is not None):
+        log_confusion(writer, *validations[epoch], class_names, epoch, class_ids=class_ids)
+
+
 def log_confusion(writer, logits: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str], step: int,
                   tag: str = "val/confusion", class_ids: Sequence[int] | None = None) -> None:
     """The row-normalised confusion matrix (as `clipmg evaluate` draws it) as a TensorBoard image."""

@@ -18,10 +18,7 @@ from torch.utils.data import DataLoader
 from clipmg import data as cdata
 from clipmg.checkpoint import CheckpointRecord, save_checkpoint
 from clipmg.errors import TrainingError
-from clipmg.losses import (
-    classification_loss,
-    contrastive_loss,
-)
+from clipmg.losses import classification_loss, contrastive_loss
 from clipmg.models import model_extras
 from clipmg.outputs import check_output_folder
 from clipmg.prompts import load_prompt_set
@@ -54,7 +51,12 @@ from clipmg.training.recipes import (
 from clipmg.training.resume import restore
 from clipmg.training.sampling import EpochSeededDataset, SeededSampler, step_seed
 from clipmg.training.state import TrainerState
-from clipmg.training.tensorboard import log_confusion, log_epoch, log_step, log_validation_projector
+from clipmg.training.tensorboard import (
+    log_confusions,
+    log_epoch,
+    log_step,
+    log_validation_projector,
+)
 from clipmg.training.texts import TrainingTexts
 from clipmg.training.validation import better, raw_or_ema, score_test_part, validate_model
 from clipmg.utils import logger, progress, resolve_device, threads_beside_workers
@@ -326,7 +328,7 @@ class Trainer:
         return cfg.run.patience is not None and self.state.epochs_without_improvement > cfg.run.patience
 
     def _log_epoch(self, epoch: int, train_stats: dict, metrics: dict) -> None:
-        """The epoch's line, and its TensorBoard figures but the confusion image (`_log_confusions`)."""
+        """The epoch's line, and its TensorBoard figures but the confusion images (`log_confusions`)."""
         if not self.env.is_main:
             return
         logger.info("epoch %d: train loss %.4f (%.1f samples/s) | val %s", epoch + 1, train_stats["loss"],
@@ -368,19 +370,6 @@ class Trainer:
                 self.writer.close()
             ddp.cleanup(self.env)
 
-    def _log_confusions(self) -> None:
-        """The validation confusion images of best/'s epoch and of the last epoch, drawn once at the
-        end: drawing one costs more than validating a small validation set, and on a noisy one
-        best/ improves at most epochs. (After a resume, best/'s is drawn only if it was chosen since.)"""
-        if self.writer is None or not self.state.history:
-            return
-        last = self.state.history[-1]["epoch"]
-        drawn = {last: self.last_validation}
-        if self.best_validation is not None:
-            drawn[self.state.best_epoch] = self.best_validation
-        for epoch in sorted(drawn):
-            log_confusion(self.writer, *drawn[epoch], self.data.class_names, epoch, class_ids=self.data.class_ids)
-
     def test(self) -> dict | None:
         """best/'s metrics on the test part (frames that neither trained nor chose it), or None."""
         if not self.env.is_main or not (self.run_dir / "best").exists():
@@ -395,7 +384,10 @@ class Trainer:
                    "best": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                    "test": test, "figures_from": "test part" if test else "validation (chose best/)",
                    "split": self.data.split_report, "history": history}
-        self._log_confusions()
+        if self.writer is not None and history:
+            log_confusions(self.writer, {self.state.best_epoch: self.best_validation,
+                                         history[-1]["epoch"]: self.last_validation},
+                           self.data.class_names, self.data.class_ids)
         if self.writer is not None and best:
             hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
             self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in summary["best"].items()
