@@ -44,6 +44,23 @@ def test_ema_decay_0_equals_the_raw_weights_and_a_decay_lags_behind(tiny_train_s
     assert not torch.allclose(slow.ema.module.logit_scale, slow.model.logit_scale)
 
 
+def test_ema_pairs_tensors_by_name_when_the_model_reorders_them():
+    """peft 0.22's LoRA attention registers its weights again at every forward, which moves them
+    to the end of `state_dict()`; the average must still follow each tensor by name."""
+    from clipmg.training.ema import create_ema
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    ema = create_ema(model, 0.5)
+    ema.update(model, step=1)  # timm's warm start: a copy
+    first = model[0]
+    weight = first._parameters.pop("weight")  # registered again: now after the bias
+    first.register_parameter("weight", torch.nn.Parameter(weight.detach() + 1.0))
+    assert list(model.state_dict())[:2] == ["0.bias", "0.weight"]
+    ema.update(model, step=3)
+    torch.testing.assert_close(ema.module[0].weight, weight.detach() + 0.5)
+    torch.testing.assert_close(ema.module[0].bias, model[0].bias.detach())
+
+
 def test_ema_is_validated_beside_the_raw_weights(tiny_train_settings, tmp_path):
     summary = train(TrainConfig(**{**tiny_train_settings, "epochs": 1, "ema_decay": 0.5, "tta": "flip"}).validate())
     assert {"raw_top1", "ema_top1", "ema_selected"} <= set(summary["best"])

@@ -18,7 +18,29 @@ def create_ema(model: torch.nn.Module, decay: float | None) -> ModelEmaV3 | None
         return None
     if not 0.0 <= decay < 1.0:
         raise DataError(f"config: ema_decay must be in [0, 1), got {decay}")
-    return ModelEmaV3(model, decay=decay)
+    return NamedModelEma(model, decay=decay)
+
+
+class NamedModelEma(ModelEmaV3):
+    """timm's `ModelEmaV3` pairing each tensor of the average with the model's of the same name.
+
+    timm pairs them by their order in `state_dict()`, and peft's LoRA attention (peft 0.22)
+    registers its base weights again at every forward, which reorders them: the average of one
+    tensor was then taken with another, or failed on their shapes.
+    """
+
+    def apply_update_(self, model: torch.nn.Module, decay: float) -> None:
+        current = model.state_dict()
+        averages, values = [], []
+        for name, average in self.module.state_dict().items():
+            value = current[name].to(device=average.device)
+            if average.is_floating_point():
+                averages.append(average)
+                values.append(value)
+            else:
+                average.copy_(value)
+        if averages:
+            self._foreach_lerp_(averages, values, weight=1.0 - decay)
 
 
 def update_ema(ema: ModelEmaV3 | None, model: torch.nn.Module, step: int) -> None:
