@@ -49,8 +49,7 @@ class SmallFrameResNet(ResNet):
 
 
 def _small_frame_resnet(name: str, pretrained: bool, input_size: int = 64, **kwargs) -> SmallFrameResNet:
-    side = input_size // 16  # the last stage's map: stride 16 without the stem's max-pool
-    side //= 2 if kwargs.get("stem_pool") else 1
+    side = input_size // (32 if kwargs.get("stem_pool") else 16)  # the last stage's map
     default_cfg = {**SMALL_FRAME_CFG, "input_size": (3, input_size, input_size), "pool_size": (side, side)}
     pretrained_cfg = kwargs.pop("pretrained_cfg", None) or default_cfg
     return build_model_with_cfg(SmallFrameResNet, name, pretrained, pretrained_cfg=pretrained_cfg, **kwargs)
