@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from clipmg.data import frame_cache
-from clipmg.data.frame_cache import FrameCache, fit_frame
+from clipmg.data.frame_cache import FrameCache
+from clipmg.data.images import fit_frame
+from clipmg.data.transforms import create_transform
 
 
 @pytest.fixture
@@ -63,3 +65,16 @@ def test_the_cache_folder_goes_with_the_cache(photos):
     del cache
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_training_frame_is_the_same_from_the_cache_and_from_the_file():
+    """The training transform shrinks a large frame as the cache does, so the cache changes the
+    time of a run, not its pixels."""
+    transform = create_transform(48, train=True, normalize=False)
+    frame = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    cached = fit_frame(frame, transform.decode_size)
+    for seed in range(5):
+        transform.set_random_seed(seed)
+        from_file = transform(frame)
+        transform.set_random_seed(seed)
+        assert np.array_equal(from_file.numpy(), transform(cached).numpy())

@@ -16,32 +16,9 @@ import tempfile
 import weakref
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from clipmg.data.images import load_image
-
-#: the widest aspect a cached frame keeps (the training crops' widest, see transforms.TRAIN_CROP_RATIO)
-MAX_ASPECT = 1.25
-
-
-def fit_frame(image: np.ndarray, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
-    """Crop the long side to `max_aspect`, then shrink (never enlarge) to a shorter side of `size`."""
-    height, width = image.shape[:2]
-    if width > height * max_aspect:
-        keep = round(height * max_aspect)
-        image = image[:, (width - keep) // 2:(width - keep) // 2 + keep]
-    elif height > width * max_aspect:
-        keep = round(width * max_aspect)
-        image = image[(height - keep) // 2:(height - keep) // 2 + keep]
-    height, width = image.shape[:2]
-    shorter = min(height, width)
-    if shorter > size:
-        scale = size / shorter
-        new = (max(1, min(round(width * scale), math.floor(size * max_aspect))),
-               max(1, min(round(height * scale), math.floor(size * max_aspect))))
-        image = cv2.resize(image, new, interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image)
+from clipmg.data.images import MAX_ASPECT, fit_frame, load_image
 
 
 class FrameCache:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -102,3 +104,26 @@ def verify_image(path: str | os.PathLike, decode: bool = True) -> str | None:
     except (ImageError, OSError, ValueError, SyntaxError) as error:
         return str(error)
     return None
+
+
+#: the widest aspect a cached frame keeps (the training crops' widest, see transforms.TRAIN_CROP_RATIO)
+MAX_ASPECT = 1.25
+
+
+def fit_frame(image: np.ndarray, size: int, max_aspect: float = MAX_ASPECT) -> np.ndarray:
+    """Crop the long side to `max_aspect`, then shrink (never enlarge) to a shorter side of `size`."""
+    height, width = image.shape[:2]
+    if width > height * max_aspect:
+        keep = round(height * max_aspect)
+        image = image[:, (width - keep) // 2:(width - keep) // 2 + keep]
+    elif height > width * max_aspect:
+        keep = round(width * max_aspect)
+        image = image[(height - keep) // 2:(height - keep) // 2 + keep]
+    height, width = image.shape[:2]
+    shorter = min(height, width)
+    if shorter > size:
+        scale = size / shorter
+        new = (max(1, min(round(width * scale), math.floor(size * max_aspect))),
+               max(1, min(round(height * scale), math.floor(size * max_aspect))))
+        image = cv2.resize(image, new, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)

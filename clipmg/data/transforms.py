@@ -10,6 +10,7 @@ frame, jitters colours, rotates a little and optionally flips.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 
 import albumentations as A
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from clipmg.data.images import fit_frame
 from clipmg.utils import logger
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -55,49 +57,45 @@ class ImageTransform:
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     def set_random_seed(self, seed: int | None) -> None:
-        """Seed the pipeline's draws, each step from a stream of its own.
+        """Seed the pipeline's draws: one stream that its steps draw from in turn.
 
-        albumentations' `Compose.set_random_seed` hands every step the same seed, so their
-        draws would move together (crop scale with rotation angle with jitter; Affine and
-        ColorJitter always applied together).
+        albumentations' `Compose.set_random_seed` hands every step a generator of the same seed,
+        so their draws would move together (crop scale with rotation angle with jitter; Affine
+        and ColorJitter always applied together). Two generators shared by every step are also
+        cheaper than two per step: this runs for every training frame.
         """
-        self.pipeline.set_random_seed(seed)
         if seed is None:
+            self.pipeline.set_random_seed(None)
             return
-        streams = np.random.SeedSequence([PIPELINE_STREAM, int(seed) % 2**63]).generate_state(
-            len(self.pipeline.transforms), dtype=np.uint32)
-        for step, step_seed in zip(self.pipeline.transforms, streams):
-            step.set_random_seed(int(step_seed))
+        generator = np.random.default_rng([PIPELINE_STREAM, int(seed) % 2**63])
+        py_random = random.Random(int(generator.integers(2**63)))
+        for step in (self.pipeline, *self.pipeline.transforms):
+            step.seed, step.random_generator, step.py_random = seed, generator, py_random
 
     def __repr__(self) -> str:
         return f"ImageTransform(image_size={self.image_size}, pipeline={self.pipeline})"
 
 
-class CenterCropToAspect(A.ImageOnlyTransform):
-    """Crop the long side of an image so that its aspect ratio is at most `max_aspect`.
+class FitFrame(A.ImageOnlyTransform):
+    """`fit_frame`: crop the long side to `max_aspect`, then shrink (never enlarge) to a shorter
+    side of `size`, averaging pixels; what the frame cache stores, so a frame reaches the random
+    crop alike with and without the cache.
 
     RandomResizedCrop with near-square ratios cannot place a crop of 60-100% of the area on
-    a 16:9 frame and silently falls back to one fixed center crop; this keeps it random.
+    a 16:9 frame and silently falls back to one fixed center crop; the aspect crop keeps it
+    random. The crop then enlarges or shrinks by less than 1.5x, where the model's interpolation
+    needs no averaging (INTER_AREA, several times slower, ran on every training frame).
     """
 
-    def __init__(self, max_aspect: float = TRAIN_CROP_RATIO[1], p: float = 1.0):
+    def __init__(self, size: int, max_aspect: float = TRAIN_CROP_RATIO[1], p: float = 1.0):
         super().__init__(p=p)
-        self.max_aspect = max_aspect
+        self.size, self.max_aspect = size, max_aspect
 
     def apply(self, img: np.ndarray, **params) -> np.ndarray:
-        height, width = img.shape[:2]
-        if width > height * self.max_aspect:
-            keep = round(height * self.max_aspect)
-            left = (width - keep) // 2
-            return img[:, left : left + keep]
-        if height > width * self.max_aspect:
-            keep = round(width * self.max_aspect)
-            top = (height - keep) // 2
-            return img[top : top + keep]
-        return img
+        return fit_frame(img, self.size, self.max_aspect)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("max_aspect",)
+        return ("size", "max_aspect")
 
 
 def create_transform(
@@ -127,13 +125,13 @@ def create_transform(
         logger.warning("interpolation %r is not one of %s: enlarging with bicubic", interpolation,
                        ", ".join(INTERPOLATIONS))
     flag = INTERPOLATIONS.get(interpolation, cv2.INTER_CUBIC)
-    steps = _train_steps(height, width, mean, hflip, flag) if train else _eval_steps(height, width, flag)
-    if normalize:
-        steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
-    pipeline = A.Compose(steps)
     decode_size = max(height, width)
     if train:
         decode_size = math.ceil(decode_size / math.sqrt(TRAIN_CROP_SCALE[0]))
+    steps = _train_steps(height, width, decode_size, mean, hflip, flag) if train else _eval_steps(height, width, flag)
+    if normalize:
+        steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    pipeline = A.Compose(steps)
     return ImageTransform(pipeline, (height, width), decode_size, normalize, hflip=bool(train and hflip))
 
 
@@ -186,17 +184,13 @@ def _eval_steps(height: int, width: int, interpolation: int) -> list:
     ]
 
 
-def _train_steps(height: int, width: int, mean: tuple[float, ...], hflip: bool, interpolation: int) -> list:
+def _train_steps(height: int, width: int, decode_size: int, mean: tuple[float, ...], hflip: bool,
+                 interpolation: int) -> list:
     fill = tuple(round(m * 255) for m in mean)  # becomes 0 after normalisation
     steps = [
-        CenterCropToAspect(TRAIN_CROP_RATIO[1]),
-        A.RandomResizedCrop(
-            size=(height, width),
-            scale=TRAIN_CROP_SCALE,
-            ratio=TRAIN_CROP_RATIO,
-            interpolation=interpolation,
-            area_for_downscale="image",
-        ),
+        FitFrame(decode_size, TRAIN_CROP_RATIO[1]),
+        A.RandomResizedCrop(size=(height, width), scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO,
+                            interpolation=interpolation),
         A.Affine(
             rotate=(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES),
             translate_percent=(-0.05, 0.05),
