@@ -20,6 +20,7 @@ from clipmg.models.base import HEADS, IMAGE, TEXT
 torch.set_num_threads(2)
 
 SHIPPED = [
+    "openclip:clipmg-r10-half",
     "openclip:clipmg-half",
     "openclip:clipmg-mini",
     "openclip:clipmg-tiny",

@@ -4,10 +4,10 @@
 A standard ResNet stem (7x7 stride 2, then a 3x3 max-pool) divides a frame by 32 before its last
 stage: a 64 px frame ends as a 2x2 map. `clipmg_resnet_small` drops the max-pool (a 64 px frame
 ends as 4x4), keeps one basic block per stage and halves the widths, which spends its compute
-where small, few-person data still benefit from it. `clipmg_resnet18_half` (the default's image
-tower) is ResNet-18's layout, two basic blocks a stage and the stem's max-pool kept, at half
-ResNet-18's widths: at 96 px it keeps most of ResNet-18's accuracy for a fraction of its compute.
-Both batch-normalise their pooled features. docs/recipes.md has the measurements.
+where small, few-person data still benefit from it. `clipmg_resnet10_half` (the default's image
+tower) keeps the stem's max-pool and one basic block a stage at half ResNet-18's widths, 32-256;
+`clipmg_resnet18_half` is the same with ResNet-18's two blocks a stage, for more compute. All
+batch-normalise their pooled features. docs/recipes.md has the measurements.
 """
 
 from __future__ import annotations
@@ -69,3 +69,11 @@ def clipmg_resnet18_half(pretrained: bool = False, **kwargs) -> SmallFrameResNet
     args = {"block": BasicBlock, "layers": (2, 2, 2, 2), "channels": (32, 64, 128, 256), "stem_width": 32,
             "stem_pool": True}
     return _small_frame_resnet("clipmg_resnet18_half", pretrained, input_size=96, **{**args, **kwargs})
+
+
+@register_model
+def clipmg_resnet10_half(pretrained: bool = False, **kwargs) -> SmallFrameResNet:
+    """One basic block a stage and the stem's max-pool, widths 32-256 (trained from scratch only)."""
+    args = {"block": BasicBlock, "layers": (1, 1, 1, 1), "channels": (32, 64, 128, 256), "stem_width": 32,
+            "stem_pool": True}
+    return _small_frame_resnet("clipmg_resnet10_half", pretrained, input_size=96, **{**args, **kwargs})

@@ -21,7 +21,7 @@ from typing import Any
 from clipmg.errors import ModelError
 from clipmg.models.spec import SPEC_SETTINGS, ModelSpec
 
-DEFAULT_MODEL = "openclip:clipmg-half"
+DEFAULT_MODEL = "openclip:clipmg-r10-half"
 #: `head=`: how classes are scored (not `base.HEADS`, the parameter part of the projection heads)
 HEAD_KINDS = ("contrastive", "linear")
 POSE_FUSIONS = ("none", "concat", "gated")
