@@ -153,7 +153,7 @@ RENAMED = {"warmup_steps": ("warmup", float)}
 
 
 #: settings added later, and the value that gives a run saved before them its old behaviour
-SETTINGS_OF_EARLIER_RUNS = {"test_fraction": 0.0, "cache_frames": False}
+SETTINGS_OF_EARLIER_RUNS = {"test_fraction": 0.0, "cache_frames": False, "spread_prompts": False}
 
 
 def with_settings_of_its_time(record: dict) -> dict:

@@ -12,6 +12,7 @@ from clipmg.prompts import PromptSet, build_class_embeddings, load_prompt_set
 from clipmg.training.checkpointing import enable_grad_checkpointing
 from clipmg.training.config import BACKEND_SETTINGS, TrainConfig
 from clipmg.training.lora import apply_lora
+from clipmg.training.spread import spread_class_prompts
 from clipmg.utils import logger
 
 
@@ -28,6 +29,8 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
         model = compose_model(source, **settings.wrap_spec(num_classes).options(), source=str(settings.init_from))
     else:
         model = create_model_from_spec(settings.spec(num_classes))
+        if cfg.text.spread_prompts:
+            log_spread(spread_class_prompts(model, class_names, prompt_set, class_ids))
     if settings.init_head == "zeroshot":
         init_zero_shot_head(model, class_ids, class_names, prompt_set)
     if settings.freeze_image or settings.freeze_text:
@@ -37,6 +40,12 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
     if cfg.tuning.lora_rank:
         apply_lora(model, cfg.tuning.lora_rank, cfg.tuning.lora_alpha, cfg.tuning.lora_targets)
     return model
+
+
+def log_spread(spread: dict | None) -> None:
+    if spread:
+        logger.info("random text tower: class prompts spread apart in %d text-only steps (closest pair's "
+                    "cosine %.2f -> %.2f)", spread["steps"], spread["before"], spread["after"])
 
 
 def init_zero_shot_head(model, class_ids: list[int], class_names: list[str], prompt_set: PromptSet) -> None:

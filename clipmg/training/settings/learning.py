@@ -19,6 +19,8 @@ class TextSettings(Settings):
     prompts: str | None = setting(None, "prompt set file or name (default: the built-in templates)")
     text_source: str = setting("caption", "texts of the frames: their captions, their class prompt, or a prompt "
                                           "template drawn at random")
+    spread_prompts: bool = setting(True, "a random text tower first learns to tell the class prompts apart (a few "
+                                         "text-only steps), so that names one token apart do not start at one point")
 
 
 @dataclass
