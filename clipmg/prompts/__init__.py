@@ -1,6 +1,6 @@
 """Prompts: prompt sets (files in `prompts/`), class text embeddings, learned context (CoOp)."""
 
-from clipmg.prompts.embeddings import build_class_embeddings
+from clipmg.prompts.embeddings import build_class_embeddings, encode_class_prompts
 from clipmg.prompts.learned import DEFAULT_CLASS_TEMPLATE, DEFAULT_N_CTX, PromptLearner
 from clipmg.prompts.sets import (
     LEARNED_FILE,
@@ -23,5 +23,6 @@ __all__ = [
     "PromptSet",
     "build_class_embeddings",
     "check_templates",
+    "encode_class_prompts",
     "load_prompt_set",
 ]

@@ -22,6 +22,13 @@ def build_class_embeddings(model, class_names: list[str], prompt_set: PromptSet 
     if isinstance(prompt_set, LearnedPromptSet):
         learner = PromptLearner.from_prompt_set(model, prompt_set)
         return learner(model, class_names, class_ids)
+    return encode_class_prompts(model, class_names, prompt_set, class_ids, batch_size)
+
+
+def encode_class_prompts(model, class_names: list[str], prompt_set: PromptSet, class_ids: list | None = None,
+                         batch_size: int = 256) -> torch.Tensor:
+    """`build_class_embeddings` of a template prompt set, with gradients (for training the text tower)."""
+    class_ids = class_ids or [None] * len(class_names)
     texts = [text for name, cid in zip(class_names, class_ids) for text in prompt_set.texts_for(name, cid)]
     chunks = [model.encode_text(texts[i:i + batch_size], normalize=True) for i in range(0, len(texts), batch_size)]
     per_template = torch.cat(chunks).view(len(class_names), len(prompt_set.templates), -1)

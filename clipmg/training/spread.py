@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from clipmg.models.base import RANDOM, TEXT
-from clipmg.prompts import PromptSet
+from clipmg.prompts import PromptSet, encode_class_prompts
 
 SPREAD_STEPS = 100
 SPREAD_RATE = 1e-3
@@ -33,22 +33,15 @@ def spread_class_prompts(model, class_names: list[str], prompt_set: PromptSet, c
     params = [p for name, p in model.named_parameters() if model.parameter_part(name) == TEXT and p.requires_grad]
     if not params:
         return None
-    class_ids = class_ids or [None] * len(class_names)
-    texts = [text for name, cid in zip(class_names, class_ids) for text in prompt_set.texts_for(name, cid)]
-    templates = len(texts) // len(class_names)
 
     def closest_pair(embeddings: torch.Tensor) -> float:
         return float((embeddings @ embeddings.T).detach().fill_diagonal_(-1).max())
-
-    def class_embeddings() -> torch.Tensor:
-        per_template = model.encode_text(texts).view(len(class_names), templates, -1)
-        return F.normalize(per_template.mean(dim=1), dim=-1)
 
     was_training = model.training
     model.train()
     optimizer = torch.optim.Adam(params, lr=lr, fused=params[0].device.type in ("cpu", "cuda") or None)
     target = torch.arange(len(class_names), device=params[0].device)
-    embeddings = class_embeddings()
+    embeddings = encode_class_prompts(model, class_names, prompt_set, class_ids)
     before, taken = closest_pair(embeddings), 0
     while taken < steps and closest_pair(embeddings) >= SPREAD_TARGET:
         loss = F.cross_entropy(SPREAD_SCALE * embeddings @ embeddings.T, target)
@@ -56,6 +49,6 @@ def spread_class_prompts(model, class_names: list[str], prompt_set: PromptSet, c
         loss.backward()
         optimizer.step()
         taken += 1
-        embeddings = class_embeddings()
+        embeddings = encode_class_prompts(model, class_names, prompt_set, class_ids)
     model.train(was_training)
     return {"before": before, "after": closest_pair(embeddings), "steps": taken}
