@@ -106,7 +106,7 @@ def verify_image(path: str | os.PathLike, decode: bool = True) -> str | None:
     return None
 
 
-#: the widest aspect a cached frame keeps (the training crops' widest, see transforms.TRAIN_CROP_RATIO)
+#: the widest aspect a cached frame keeps, and the training crops' widest (transforms.TRAIN_CROP_RATIO)
 MAX_ASPECT = 1.25
 
 

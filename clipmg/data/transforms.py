@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from clipmg.data.images import fit_frame
+from clipmg.data.images import MAX_ASPECT, fit_frame
 from clipmg.utils import logger
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 TRAIN_CROP_SCALE = (0.6, 1.0)
-TRAIN_CROP_RATIO = (0.8, 1.25)
+TRAIN_CROP_RATIO = (1 / MAX_ASPECT, MAX_ASPECT)  # 0.8-1.25, the shapes the frame cache keeps
 MAX_ROTATION_DEGREES = 10
 PIPELINE_STREAM = 0x5EED  # keeps the per-step seeds apart from other streams drawn from the same seed
 #: a model's `preprocess_config["interpolation"]` -> the OpenCV flag used to enlarge images; shrinking
@@ -87,7 +87,7 @@ class FitFrame(A.ImageOnlyTransform):
     needs no averaging (INTER_AREA, several times slower, ran on every training frame).
     """
 
-    def __init__(self, size: int, max_aspect: float = TRAIN_CROP_RATIO[1], p: float = 1.0):
+    def __init__(self, size: int, max_aspect: float = MAX_ASPECT, p: float = 1.0):
         super().__init__(p=p)
         self.size, self.max_aspect = size, max_aspect
 
@@ -188,7 +188,7 @@ def _train_steps(height: int, width: int, decode_size: int, mean: tuple[float, .
                  interpolation: int) -> list:
     fill = tuple(round(m * 255) for m in mean)  # becomes 0 after normalisation
     steps = [
-        FitFrame(decode_size, TRAIN_CROP_RATIO[1]),
+        FitFrame(decode_size),
         A.RandomResizedCrop(size=(height, width), scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO,
                             interpolation=interpolation),
         A.Affine(
