@@ -17,8 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clip_settings(settings: dict, **overrides) -> dict:
-    # batch_size counts frames: 12 frames are 4 clips of 3
-    return {**settings, "clip_frames": 3, "temporal": "transformer", "batch_size": 12, **overrides}
+    # a clip model's batch_size counts clips: 4 clips of 3 frames
+    return {**settings, "clip_frames": 3, "temporal": "transformer", "batch_size": 4, **overrides}
 
 
 def make_trainer(settings: dict) -> Trainer:
@@ -38,13 +38,13 @@ def test_the_trainer_batches_clips_and_learns(tiny_train_settings, fit_one_batch
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_a_clip_model_gets_the_frame_models_steps_and_frames_an_epoch(tiny_train_settings):
+def test_a_clip_model_gets_the_frame_models_steps_and_items_a_step(tiny_train_settings):
     frames = make_trainer({**tiny_train_settings, "batch_size": 6})
     clips = make_trainer(clip_settings(tiny_train_settings, batch_size=6, clip_frames=2))
-    assert clips.batch_items == 3 and len(clips.train_dataset) < len(frames.train_dataset)
+    assert clips.batch_items == 6 and len(clips.train_dataset) < len(frames.train_dataset)
     assert clips.steps_per_epoch == frames.steps_per_epoch
     drawn = [index for batch in clips.train_loader for index in batch["index"].tolist()]
-    assert len(drawn) * 2 >= len(frames.train_dataset) and set(drawn) == set(range(len(clips.train_dataset)))
+    assert len(drawn) >= len(frames.train_dataset) and set(drawn) == set(range(len(clips.train_dataset)))
 
 
 def test_resume_of_a_clip_run_is_exact(tiny_train_settings, tmp_path, assert_same_weights):
@@ -100,8 +100,8 @@ def test_clip_settings_are_checked_before_training(tiny_train_settings, override
 
 
 def test_the_labs_clip_models_keep_the_frame_models_batch_of_frames(tiny_train_settings, tmp_path):
-    """The trainer turns a clip model's batch of frames into batch_size // K clips; the lab's clip
-    approaches pass the frame model's batch size on rather than dividing it a second time."""
+    """A clip model's batch_size counts clips, as many as the frame model's frames a step; the
+    lab's clip approaches pass the frame model's batch size on unchanged."""
     from clipmg.jobs.approaches import temporal
     from clipmg.jobs.approaches.registry import ComparisonContext
 

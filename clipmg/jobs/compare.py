@@ -34,9 +34,11 @@ QUICK_SETTINGS = {"model": "openclip:clipmg-tiny", "epochs": 1, "max_steps_per_e
                   "image_size": 32, "warmup": 1, "workers": 0, "tensorboard": False}
 # Demo mode: epochs per approach (the contrastive run gets the demo's). Large CNNs from scratch
 # are slow on a CPU; give them more with `--epochs linear-resnet50=20` where there is time.
+# A clip model's epoch is the frame model's steps of as many clips, K = 8 times the frames: one
+# epoch of fine-tuning from the frame model is about what five were under 4 clips a step.
 DEMO_EPOCHS = {"linear-resnet50": 4, "linear-efficientnetv2_b0": 4, "linear-alexnet": 8, "zeroshot-head": 5,
-               "fine-tune": 5, "lora": 5, "layer-decay": 5, "clip-mean": 5, "clip-attention": 5,
-               "clip-transformer": 5}
+               "fine-tune": 5, "lora": 5, "layer-decay": 5, "clip-mean": 1, "clip-attention": 1,
+               "clip-transformer": 1}
 
 
 def mode_settings(mode: str) -> dict:

@@ -99,13 +99,13 @@ def run_items(frames: pd.DataFrame, clip_frames: int | None) -> pd.DataFrame:
 
 def batch_budget(frames: int, items: int, batch_size: int, clip_frames: int | None) -> tuple[int, int]:
     """(items per batch, items drawn per epoch). A frame model: `batch_size` frames, each frame
-    once. A clip model of K frames keeps the frame model's budget: `batch_size` frames a step
-    (batch_size // K clips) and as many frames an epoch, so clips are drawn `frames / K` times an
-    epoch (at least once each). The same --epochs then gives a clip model the frame model's
-    optimizer steps, not 1/K of them."""
+    once. A clip model of K frames gets the frame model's steps and items: `batch_size` clips a
+    step, drawn as many times an epoch as there are frames (each clip at least once), so it sees
+    K times the frames. With `batch_size // K` clips a step (the frame model's frames) it learned
+    far less than the frame model it should improve on (docs/recipes.md, "Clip models")."""
     if not clip_frames:
         return batch_size, items
-    return max(1, batch_size // clip_frames), max(items, math.ceil(frames / clip_frames))
+    return batch_size, max(items, frames)
 
 
 def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool):

@@ -30,7 +30,7 @@ def frame_average(ctx: ComparisonContext) -> ApproachResult:
 
 def clip_settings(ctx: ComparisonContext, temporal: str) -> dict:
     """TrainConfig overrides of a clip model from the contrastive run: K frames per clip (its
-    batches keep the frame model's frames, batch_size // K clips: the trainer divides)."""
+    batches hold as many clips as the frame model's hold frames)."""
     tuning = FROM_FRAME_MODEL if ctx.mode == "demo" else {}
     return {"clip_frames": CLIP_FRAMES, "temporal": temporal, **tuning}
 

@@ -54,8 +54,8 @@ class OptimSettings(Settings):
 
     epochs: int = setting(10, "passes over the training frames")
     # 32, not 64: on sets of a few hundred frames an epoch of 64 is a handful of steps (docs/recipes.md)
-    batch_size: int = setting(32, "frames per optimizer step and device (a clip model's batch holds "
-                                  "batch_size // K clips)")
+    batch_size: int = setting(32, "frames per optimizer step and device (a clip model: clips of K "
+                                  "frames)")
     lr_image: float | str = setting(AUTO, "image tower learning rate, or auto: from its weights (random, CLIP, "
                                           "ImageNet, checkpoint)")
     lr_text: float | str = setting(AUTO, "text tower learning rate, or auto")
