@@ -4,7 +4,6 @@ or for a clip model (`clip_frames`) clips of K frames."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
