@@ -5,6 +5,8 @@ LoRA adapters when asked."""
 
 from __future__ import annotations
 
+import torch
+
 from clipmg.checkpoint import CheckpointRecord, load_checkpoint_folder, resolve_checkpoint
 from clipmg.errors import DataError
 from clipmg.models import compose_model, create_model_from_spec
@@ -16,7 +18,9 @@ from clipmg.training.spread import spread_class_prompts
 from clipmg.utils import logger
 
 
-def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
+def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str],
+                device: torch.device | str = "cpu"):
+    """The run's model, on `device` (where a random text tower's class prompts are spread)."""
     num_classes, settings = len(class_ids), cfg.network
     prompt_set = load_prompt_set(cfg.text.prompts) if cfg.text.prompts else PromptSet()
     if settings.init_from:
@@ -28,7 +32,7 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
             prompt_set = PromptSet.from_dict(record.prompts or {}, folder)
         model = compose_model(source, **settings.wrap_spec(num_classes).options(), source=str(settings.init_from))
     else:
-        model = create_model_from_spec(settings.spec(num_classes))
+        model = create_model_from_spec(settings.spec(num_classes)).to(device)
         if cfg.text.spread_prompts:
             log_spread(spread_class_prompts(model, class_names, prompt_set, class_ids))
     if settings.init_head == "zeroshot":
@@ -39,7 +43,7 @@ def build_model(cfg: TrainConfig, class_ids: list[int], class_names: list[str]):
         enable_grad_checkpointing(model)
     if cfg.tuning.lora_rank:
         apply_lora(model, cfg.tuning.lora_rank, cfg.tuning.lora_alpha, cfg.tuning.lora_targets)
-    return model
+    return model.to(device)
 
 
 def log_spread(spread: dict | None) -> None:

@@ -132,7 +132,7 @@ class Trainer:
         return torch.tensor([index_of[c] for c in frames["class_id"]], dtype=torch.long)
 
     def _build_model(self):
-        return build_model(self.cfg, self.data.class_ids, self.data.class_names)
+        return build_model(self.cfg, self.data.class_ids, self.data.class_names, self.device)
 
     def _wrap_ddp(self, model):
         if not self.env.enabled:
