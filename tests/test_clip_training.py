@@ -99,7 +99,7 @@ def test_clip_settings_are_checked_before_training(tiny_train_settings, override
         TrainConfig(**{**tiny_train_settings, **overrides}).validate()
 
 
-def test_the_labs_clip_models_keep_the_frame_models_batch_of_frames(tiny_train_settings, tmp_path):
+def test_the_labs_clip_models_keep_the_frame_models_batch_size(tiny_train_settings, tmp_path):
     """A clip model's batch_size counts clips, as many as the frame model's frames a step; the
     lab's clip approaches pass the frame model's batch size on unchanged."""
     from clipmg.jobs.approaches import temporal
