@@ -86,8 +86,16 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation: average each frame's logits over views (flip: the frame and "
                              "its mirror image; crops: the frame and five crops); default none")
+    add_adapt_bn_argument(parser)
     add_runtime_arguments(parser)
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="classes listed per image (default 5)")
+
+
+def add_adapt_bn_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction, default=True,
+                        help="re-estimate the image tower's batch-norm statistics on the frames to classify before "
+                             "classifying them (test-time adaptation to a new session, camera or person; pixels "
+                             "only, from 32 frames on; models without batch norm are unchanged); default on")
 
 
 def add_prompt_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,8 @@ def predict(args) -> int:
                           image_root=args.image_root, labels=args.labels, prompts=args.prompts,
                           batch_size=args.batch_size, device=args.device, topk=args.topk,
                           skip_missing=args.skip_missing, workers=args.workers,
-                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args))
+                          weights=args.weights, tta=args.tta, gallery_per_class=gallery_size(args),
+                          adapt_bn=args.adapt_bn)
     print(f"wrote {summary['output']}: {summary['n_rows']} rows, {summary['n_predicted']} predicted, "
           f"{summary['n_skipped']} skipped")
     if summary["n_skipped"]:
@@ -90,7 +91,7 @@ def evaluate(args) -> int:
                                   columns=columns_from_args(args), prompts=args.prompts, batch_size=args.batch_size,
                                   device=args.device, workers=args.workers, skip_missing=args.skip_missing,
                                   topk=args.topk, weights=args.weights, tta=args.tta,
-                                  gallery_per_class=gallery_size(args))
+                                  gallery_per_class=gallery_size(args), adapt_bn=args.adapt_bn)
     what = f"{args.split} ({args.subset})" if args.split else args.metadata
     print(f"evaluated {metrics['checkpoint']} on {metrics['n_images']} frames of {what} in "
           f"{metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from clipmg.cli.options import add_prompt_model_arguments, columns_from_args
+from clipmg.cli.options import add_adapt_bn_argument, add_prompt_model_arguments, columns_from_args
 from clipmg.jobs.prompt_eval import evaluate_prompt_sets
 from clipmg.jobs.prompt_learning import learn_prompts
 from clipmg.losses import LOSS_NAMES
@@ -24,6 +24,7 @@ def add_evaluate_arguments(parser) -> None:
                                       "(default <run>/eval/prompts_<checkpoint>)")
     parser.add_argument("--no-tensorboard", action="store_true")
     add_prompt_model_arguments(parser)
+    add_adapt_bn_argument(parser)
 
 
 def evaluate(args) -> int:
@@ -32,7 +33,7 @@ def evaluate(args) -> int:
                                   subset=args.subset, out_dir=args.out, image_root=args.image_root,
                                   columns=columns_from_args(args), batch_size=args.batch_size, device=args.device,
                                   workers=args.workers, skip_missing=args.skip_missing,
-                                  tensorboard=not args.no_tensorboard)
+                                  tensorboard=not args.no_tensorboard, adapt_bn=args.adapt_bn)
     print(f"{len(result['table'])} prompt sets on {result['n_images']} frames of {result['frames']}"
           + (f" ({result['subset']})" if result["subset"] else "") + f", model {result['model']}"
           + (f"; {result['n_skipped']} images skipped" if result["n_skipped"] else ""))

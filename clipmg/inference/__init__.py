@@ -1,6 +1,7 @@
 """Inference: one image-batch pipeline, the `Classifier`, frame features, streamed predictions
 (`predict_csv`, test.py) and checkpoint evaluation."""
 
+from clipmg.inference.adapt import adapt_batch_norm, adapt_classifier
 from clipmg.inference.batches import (
     DEFAULT_BATCH_SIZE,
     ImageListDataset,
@@ -28,6 +29,8 @@ __all__ = [
     "TTA_MODES",
     "ImageListDataset",
     "Scored",
+    "adapt_batch_norm",
+    "adapt_classifier",
     "class_names_for",
     "default_eval_dir",
     "default_workers",

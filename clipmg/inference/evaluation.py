@@ -14,6 +14,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.checkpoint import hub_cache_name
 from clipmg.errors import ImageError
+from clipmg.inference.adapt import adapt_classifier
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, image_roots
 from clipmg.inference.classifier import Classifier
 from clipmg.inference.clips import ClipCollector, plan_from_frames
@@ -44,10 +45,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
                         batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
                         workers: int | None = None, skip_missing: bool = False, topk: int = DEFAULT_TOPK,
                         weights: Sequence[float] | None = None, tta: str = "none",
-                        classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
+                        classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0,
+                        adapt_bn: bool = True) -> dict:
     """Metrics of a checkpoint (or the score-level ensemble of several, `weights` weighing their
     probabilities) on the frames of `metadata` (or of `split`'s `subset`: "train", "val" or
-    "all"), with test-time augmentation `tta` (none, flip, crops). Writes metrics.json,
+    "all"), with test-time augmentation `tta` (none, flip, crops) and, with `adapt_bn`, the
+    batch-norm statistics re-estimated on these frames first (`clipmg.inference.adapt`). Writes metrics.json,
     per_class.csv, confusion.csv, confusion.png, predictions.csv and clip_predictions.csv (one
     row per clip, as test.py writes it) into `out_dir` (default `<run>/eval/<checkpoint name>`,
     or `eval/<org>--<name>` for a Hub checkpoint); returns the metrics (with `n_images`,
@@ -70,6 +73,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
     targets = torch.tensor([index_of[int(c)] for c in frames["class_id"]], dtype=torch.long)
     clips = ClipCollector(plan_from_frames(frames, targets.numpy(), classifier.clip_frames), classifier)
+    adapted = adapt_classifier(classifier, frames["path"].to_numpy(), frames["row"].to_numpy(), roots,
+                               source=str(source), column=columns.path, batch_size=batch_size,
+                               workers=workers) if adapt_bn else 0
     start = time.perf_counter()
     with progress(total=len(frames), desc="evaluate", unit="img") as bar:
         scored = score_images(classifier, frames["path"].to_numpy(), frames["row"].to_numpy(), roots,
@@ -87,7 +93,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
         clip_ids=frames["video_id"].to_numpy()[ok], clip_model=clips.model_metrics_input(),
         extra={"n_skipped": int((~ok).sum()), "seconds": seconds, "images_per_s": int(ok.sum()) / seconds,
                "checkpoint": classifier.description if isinstance(classifier, Ensemble) else str(checkpoint_folder),
-               "tta": classifier.tta, "metadata": str(metadata),
+               "tta": classifier.tta, "bn_adapted_on": adapted, "metadata": str(metadata),
                "split": str(split) if split is not None else None,
                "subset": subset if split is not None else None, "out_dir": str(out)})
     standard = [c for c in ("path", "class_id", "video_id", "frame_id", "caption", "row") if c in frames]

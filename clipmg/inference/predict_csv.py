@@ -23,6 +23,7 @@ import torch
 from clipmg import data as cdata
 from clipmg.data.labels import name_key
 from clipmg.errors import DataError
+from clipmg.inference.adapt import adapt_classifier, sample_indices
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, default_workers, image_roots
 from clipmg.inference.classifier import Classifier, id_range
 from clipmg.inference.clips import ClipCollector, ClipPlanner, clip_predictions_path
@@ -175,6 +176,20 @@ def _scan(csv_path: Path, column: str, truth: Truth, chunk_rows: int, frame_colu
     return n_rows
 
 
+def _sampled_paths(csv_path: Path, column: str, n_rows: int, chunk_rows: int) -> tuple[list[str], list[int]]:
+    """The paths (and CSV row numbers) of `sample_indices(n_rows)`, read a chunk at a time."""
+    pick = sample_indices(n_rows)
+    paths: list[str] = []
+    rows: list[int] = []
+    start = 0
+    for chunk in iter_chunks(csv_path, chunk_rows, usecols=[column]):
+        local = pick[(pick >= start) & (pick < start + len(chunk))] - start
+        paths += chunk[column].iloc[local].tolist()
+        rows += (local + start + 2).tolist()
+        start += len(chunk)
+    return paths, rows
+
+
 def default_output(csv_path: Path) -> Path:
     return csv_path.parent / "predictions.csv"
 
@@ -191,7 +206,8 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", topk: int = DEFAULT_TOPK,
                 skip_missing: bool = False, workers: int | None = None, chunk_rows: int | None = None,
                 weights: Sequence[float] | None = None, tta: str = "none",
-                classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0) -> dict:
+                classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0,
+                adapt_bn: bool = True) -> dict:
     """Classify every image listed in the path column of `csv`; write one prediction per input row.
 
     `columns` names the input's columns (`clipmg.data.Columns`: path, class, caption, clip and
@@ -204,7 +220,8 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     over the labelled rows and written beside the output (`<output>_metrics.json`, ...).
     Several checkpoints are a score-level ensemble (`weights` weigh their probabilities; the
     output's probabilities are the ensemble's); `tta` (none, flip, crops) averages each frame's
-    logits over its views.
+    logits over its views. `adapt_bn`: first re-estimate the model's batch-norm statistics on a
+    sample of the listed frames (`clipmg.inference.adapt`: from 32 frames on, pixels only).
 
     With a `Video ID` column, `clip_<output name>` (clip_predictions.csv) gets one row per clip:
     its id, true class (when labelled), the same prediction columns, `frames`, `frames_used` and,
@@ -251,6 +268,11 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
         logger.warning("%s already has the column(s) %s; the output replaces them with the new predictions",
                        csv_path, ", ".join(clashes))
     roots = image_roots(image_root, csv=csv_path, config=classifier.config)
+    adapted = 0
+    if adapt_bn:
+        sample, sample_rows = _sampled_paths(csv_path, path_column, n_rows, chunk_rows)
+        adapted = adapt_classifier(classifier, sample, sample_rows, roots, source=str(csv_path), column=path_column,
+                                   n_frames=n_rows, batch_size=batch_size, workers=workers)
     transform = classifier.transform()
 
     kept_logits, kept_targets, kept_clips = [], [], []
@@ -292,7 +314,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
                "images_per_s": n_predicted / seconds if seconds > 0 else float("nan"),
                "checkpoint": classifier.description if isinstance(classifier, Ensemble)
                else str(classifier.checkpoint or checkpoint), "tta": classifier.tta, "device": str(classifier.device),
-               "batch_size": batch_size,
+               "batch_size": batch_size, "bn_adapted_on": adapted,
                "workers": default_workers(classifier.device) if workers is None else workers,
                "image_roots": [str(r) for r in roots], "metrics": None, "metrics_files": None,
                "label_column": label_columns.class_ or label_columns.caption, "n_unlabelled": n_unlabelled,
@@ -310,7 +332,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
             clip_ids=np.concatenate(kept_clips) if kept_clips else None,
             clip_model=clips.model_metrics_input() if clips is not None else None,
             extra={"source": str(csv_path), "checkpoint": summary["checkpoint"], "n_unlabelled": n_unlabelled,
-                   "n_skipped": n_skipped, "label_column": summary["label_column"]})
+                   "n_skipped": n_skipped, "label_column": summary["label_column"], "bn_adapted_on": adapted})
         summary["metrics_files"] = {k: str(v) for k, v in paths.items()}
         if gallery_per_class > 0:
             summary["gallery"] = gallery.to_dict(roots)

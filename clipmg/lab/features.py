@@ -29,6 +29,7 @@ from clipmg.inference import (
     DEFAULT_BATCH_SIZE,
     Classifier,
     EncodedFrames,
+    adapt_classifier,
     encode_frames,
     image_roots,
 )
@@ -78,9 +79,11 @@ def load_frames(classifier: Classifier, metadata: str | os.PathLike, *, split: s
                 subset: str = "val", image_root: str | os.PathLike | None = None,
                 columns: cdata.Columns | None = None, cache_dir: str | os.PathLike | None = None,
                 use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
-                skip_missing: bool = False) -> LabFrames:
-    """The frames of `metadata` (or `split`'s `subset`) encoded by `classifier`: read from the
-    cache in `cache_dir` (default `default_lab_dir`) when it holds them, else encoded and saved."""
+                skip_missing: bool = False, adapt_bn: bool = True) -> LabFrames:
+    """The frames of `metadata` (or `split`'s `subset`) encoded by `classifier` as `clipmg prompts
+    evaluate` encodes them (`adapt_bn`: batch-norm statistics re-estimated on them first): read
+    from the cache in `cache_dir` (default `default_lab_dir`) when it holds them, else encoded and
+    saved."""
     columns = columns or cdata.Columns()
     start = time.perf_counter()
     frames, source = cdata.select_frames(metadata, classifier.label_table, split, subset, columns)
@@ -88,7 +91,7 @@ def load_frames(classifier: Classifier, metadata: str | os.PathLike, *, split: s
     files = [Path(metadata)] + ([Path(split)] if split is not None else [])
     settings = {"subset": subset if split is not None else None, "columns": dataclasses.asdict(columns),
                 "roots": [str(root.resolve()) for root in roots], "classes": classifier.label_table,
-                "skip_missing": skip_missing}
+                "skip_missing": skip_missing, "adapt_bn": adapt_bn}
     key = features_key(classifier, files, settings)
     folder = Path(cache_dir) if cache_dir is not None else default_lab_dir(classifier.checkpoint)
     cache_file = folder / f"features-{key[:16]}.safetensors"
@@ -97,6 +100,9 @@ def load_frames(classifier: Classifier, metadata: str | os.PathLike, *, split: s
         if encoded is not None:
             logger.info("lab: %d frames' features read from %s", len(encoded), cache_file)
             return LabFrames(encoded, roots, str(source), cache_file, True, time.perf_counter() - start)
+    if adapt_bn:
+        adapt_classifier(classifier, frames["path"].astype(str).to_numpy(), frames["row"].to_numpy(), roots,
+                         source=str(source), column=columns.path, batch_size=batch_size, workers=workers)
     encoded = encode_frames(classifier, frames, roots, source=str(source), column=columns.path,
                             batch_size=batch_size, workers=workers, skip_missing=skip_missing)
     if use_cache:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from clipmg import data as cdata
 from clipmg.checkpoint import load_checkpoint
+from clipmg.inference.adapt import MIN_FRAMES, adapt_batch_norm, sample_indices
 from clipmg.inference.tta import tta_logits
 from clipmg.metrics import LOWER_IS_BETTER, compute_metrics
 from clipmg.models import model_extras
@@ -46,8 +47,9 @@ def validate_model(model, loader, frames, targets: torch.Tensor, data, prompt_se
 
 def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.device, autocast,
                     workers: int) -> dict | None:
-    """Metrics of `checkpoint` on the run's test frames, read as test.py reads them (no frame
-    cache), or None when the split kept no test part."""
+    """Metrics of `checkpoint` on the run's test frames, read and scored as test.py does by default
+    (no frame cache; batch-norm statistics re-estimated on the test frames, `clipmg.inference.adapt`),
+    or None when the split kept no test part."""
     test_df = data.test_frames
     if test_df is None or test_df.empty:
         logger.info("no test part in this split: the figures above come from the validation frames that "
@@ -57,11 +59,30 @@ def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.devic
     items = run_items(test_df, getattr(model, "clip_frames", None))
     dataset = run_dataset(data, test_df, model, cfg.replace(cache_frames=False), train=False)
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size * 2, shuffle=False, **loader_options(workers, device))
+    adapted = adapt_to_frames(model.eval(), dataset, loader.batch_size, workers, device, autocast)
     targets = torch.tensor([data.index_of[c] for c in items["class_id"]], dtype=torch.long)
     metrics, _ = validate_model(model, loader, items, targets, data, prompt_set, device, autocast, cfg.tuning.tta)
-    logger.info("test part (%d frames that neither trained nor chose %s): %s", len(test_df), checkpoint.name,
+    metrics["bn_adapted_on"] = adapted
+    logger.info("test part (%d frames that neither trained nor chose %s%s): %s", len(test_df), checkpoint.name,
+                f"; batch norm adapted to {adapted} of them" if adapted else "",
                 " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics
+
+
+def adapt_to_frames(model, dataset, batch_size: int, workers: int, device: torch.device, autocast) -> int:
+    """Re-estimate `model`'s batch-norm statistics on a sample of `dataset` (as test.py does); the
+    frames used (0: unchanged)."""
+    if len(dataset) < MIN_FRAMES:
+        return 0
+    sample = DataLoader(Subset(dataset, sample_indices(len(dataset)).tolist()), batch_size=batch_size,
+                        shuffle=False, **loader_options(workers, device))
+
+    def forward(batch):
+        with autocast():
+            model.scoring_features(cdata.normalize_images(batch["image"].to(device, non_blocking=True)),
+                                   **model_extras(model, batch, device))
+
+    return adapt_batch_norm(model, sample, forward, size=lambda batch: batch["image"].shape[:-3].numel())
 
 
 def better(a: float, b: float, monitor: str) -> bool:
