@@ -59,7 +59,7 @@ def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.devic
     items = run_items(test_df, getattr(model, "clip_frames", None))
     dataset = run_dataset(data, test_df, model, cfg.replace(cache_frames=False), train=False)
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size * 2, shuffle=False, **loader_options(workers, device))
-    adapted = adapt_to_frames(model.eval(), dataset, loader.batch_size, workers, device, autocast)
+    adapted = adapt_to_frames(model.eval(), dataset, len(test_df), loader.batch_size, workers, device, autocast)
     targets = torch.tensor([data.index_of[c] for c in items["class_id"]], dtype=torch.long)
     metrics, _ = validate_model(model, loader, items, targets, data, prompt_set, device, autocast, cfg.tuning.tta)
     metrics["bn_adapted_on"] = adapted
@@ -69,10 +69,11 @@ def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.devic
     return metrics
 
 
-def adapt_to_frames(model, dataset, batch_size: int, workers: int, device: torch.device, autocast) -> int:
-    """Re-estimate `model`'s batch-norm statistics on a sample of `dataset` (as test.py does); the
-    frames used (0: unchanged)."""
-    if len(dataset) < MIN_FRAMES:
+def adapt_to_frames(model, dataset, n_frames: int, batch_size: int, workers: int, device: torch.device,
+                    autocast) -> int:
+    """Re-estimate `model`'s batch-norm statistics on a sample of `dataset`'s items (its `n_frames`
+    frames, or clips of them), as test.py does; the frames used (0: unchanged)."""
+    if n_frames < MIN_FRAMES:
         return 0
     sample = DataLoader(Subset(dataset, sample_indices(len(dataset)).tolist()), batch_size=batch_size,
                         shuffle=False, **loader_options(workers, device))
