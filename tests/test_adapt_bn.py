@@ -155,3 +155,17 @@ def test_a_few_frames_are_classified_with_the_training_statistics(checkpoint, fr
     pd.read_csv(frames_csv).head(MIN_FRAMES - 1).to_csv(few, index=False)
     summary = predict_csv(checkpoint, few, device="cpu", workers=0)
     assert summary["bn_adapted_on"] == 0
+
+
+def test_the_runs_test_part_is_scored_as_test_py_scores_it(tmp_path, tiny_train_settings):
+    from clipmg.synthetic import make_demo_data
+    from clipmg.training import TrainConfig, train
+
+    data = tmp_path / "data"
+    make_demo_data(data, classes=4, clips=40, frames_per_clip=4, size=32, workers=0)
+    settings = {**tiny_train_settings, "metadata": str(data / "training" / "train.xlsx"),
+                "labels": str(data / "Clip_label.csv"), "model": "openclip:clipmg-r10-half", "image_size": 32,
+                "epochs": 1, "test_fraction": 0.3}
+    summary = train(TrainConfig(**settings).validate())
+    assert summary["test"] is not None
+    assert summary["test"]["bn_adapted_on"] >= MIN_FRAMES
