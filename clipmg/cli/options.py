@@ -47,8 +47,8 @@ def add_frames_arguments(parser: argparse.ArgumentParser, metadata_help: str) ->
     """The frames a checkpoint is run on: a metadata file, or a split's subset."""
     parser.add_argument("--metadata", required=True, help=metadata_help)
     parser.add_argument("--split", help="split CSV (from `clipmg split` or a run's split.csv)")
-    parser.add_argument("--subset", default="val", choices=("train", "val", "all"),
-                        help="which frames of --split (default val)")
+    parser.add_argument("--subset", default="val", choices=("train", "val", "test", "all"),
+                        help="which frames of --split (default val; test: the part that neither trained nor chose a checkpoint)")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

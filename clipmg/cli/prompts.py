@@ -15,7 +15,7 @@ from clipmg.utils import markdown_table
 def add_evaluate_arguments(parser) -> None:
     parser.add_argument("--metadata", required=True, help="train.xlsx or a CSV of frames (or the split CSV)")
     parser.add_argument("--split", help="split CSV (from `clipmg split` or a run's split.csv)")
-    parser.add_argument("--subset", default="val", choices=("train", "val", "all"), help="frames of --split")
+    parser.add_argument("--subset", default="val", choices=("train", "val", "test", "all"), help="frames of --split")
     parser.add_argument("--prompts", nargs="+", required=True,
                         help="prompt sets: YAML/text files, names in prompts/ (classnames, photo, "
                              "press_conference, descriptions), a learned-prompt checkpoint folder or its "

@@ -311,7 +311,7 @@ def select_frames(
     subset: str = "val",
     columns: Columns | None = None,
 ) -> tuple[pd.DataFrame, Path]:
-    """The frames of `metadata`, or of `split`'s `subset` ("train", "val" or "all"): what
+    """The frames of `metadata`, or of `split`'s `subset` ("train", "val", "test" or "all"): what
     evaluate, embed and prompt experiments run on. Returns (frames, the file they came from)."""
     columns = columns or Columns()
     source = Path(split) if split is not None else Path(metadata)
