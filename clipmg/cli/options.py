@@ -48,7 +48,8 @@ def add_frames_arguments(parser: argparse.ArgumentParser, metadata_help: str) ->
     parser.add_argument("--metadata", required=True, help=metadata_help)
     parser.add_argument("--split", help="split CSV (from `clipmg split` or a run's split.csv)")
     parser.add_argument("--subset", default="val", choices=("train", "val", "test", "all"),
-                        help="which frames of --split (default val; test: the part that neither trained nor chose a checkpoint)")
+                        help="which frames of --split (default val; test: the part that neither trained nor "
+                             "chose a checkpoint)")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
