@@ -100,7 +100,7 @@ def adapt_classifier(classifier: Classifier | Ensemble, paths: Sequence[str], ro
     for member in members:
         batches = iter_image_batches(paths, rows, roots, member.transform(), device=member.device, source=source,
                                      column=column, extra_fields=member.extra_fields(paths, roots),
-                                     batch_size=batch_size, workers=workers, skip_missing=True)
+                                     batch_size=max(batch_size, 2), workers=workers, skip_missing=True)
         used = adapt_batch_norm(member.model, batches,
                                 lambda batch, m=member: m.scoring_features(batch.images, **batch.extras),
                                 size=lambda batch: 0 if batch.images is None else len(batch.images))
