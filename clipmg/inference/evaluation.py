@@ -48,11 +48,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
                         classifier: Classifier | Ensemble | None = None, gallery_per_class: int = 0,
                         adapt_bn: bool = True) -> dict:
     """Metrics of a checkpoint (or the score-level ensemble of several, `weights` weighing their
-    probabilities) on the frames of `metadata` (or of `split`'s `subset`: "train", "val" or
-    "all"), with test-time augmentation `tta` (none, flip, crops) and, with `adapt_bn`, the
-    batch-norm statistics re-estimated on these frames first (`clipmg.inference.adapt`). Writes metrics.json,
-    per_class.csv, confusion.csv, confusion.png, predictions.csv and clip_predictions.csv (one
-    row per clip, as test.py writes it) into `out_dir` (default `<run>/eval/<checkpoint name>`,
+    probabilities) on the frames of `metadata` (or of `split`'s `subset`: "train", "val", "test"
+    or "all"), with test-time augmentation `tta` (none, flip, crops) and, with `adapt_bn`, the
+    batch-norm statistics re-estimated on these frames first (`clipmg.inference.adapt`). Writes
+    metrics.json, per_class.csv, confusion.csv, confusion.png, predictions.csv and
+    clip_predictions.csv (one row per clip, as test.py writes it) into `out_dir` (default `<run>/eval/<checkpoint name>`,
     or `eval/<org>--<name>` for a Hub checkpoint); returns the metrics (with `n_images`,
     `n_skipped`, `images_per_s`, `out_dir`, `metrics_files`; a clip model's own clip figures as
     `clip_model_*`; with `gallery_per_class` the misclassified frames of the HTML report as

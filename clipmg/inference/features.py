@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from clipmg.errors import ImageError
+from clipmg.inference.adapt import adapt_classifier
 from clipmg.inference.batches import DEFAULT_BATCH_SIZE, iter_image_batches
 from clipmg.inference.classifier import Classifier
 from clipmg.utils import logger, progress
@@ -49,16 +50,21 @@ class EncodedFrames:
 def encode_frames(classifier: Classifier, frames: pd.DataFrame, roots: Sequence[Path], *, source: str = "metadata",
                   column: str = "Path", thumb_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                   workers: int | None = None, skip_missing: bool = False, desc: str = "encode images",
-                  require_any: bool = True) -> EncodedFrames:
+                  require_any: bool = True, adapt_bn: bool = False) -> EncodedFrames:
     """Encode the images of `frames` (standard columns: path, class_id, ...; found under `roots`).
 
     A missing or unreadable image raises ImageError naming it, unless `skip_missing` (then it is
     left out and listed in `skipped`). With `require_any`, no readable image at all is an error.
+    `adapt_bn`: first re-estimate the batch-norm statistics on these frames, as test.py does
+    (`clipmg.inference.adapt`).
     """
     start = time.perf_counter()
     frames = frames.reset_index(drop=True)
     paths = frames["path"].astype(str).to_numpy()
     rows = frames["row"].to_numpy() if "row" in frames else np.arange(2, len(frames) + 2)
+    if adapt_bn:
+        adapt_classifier(classifier, paths, rows, roots, source=source, column=column, batch_size=batch_size,
+                         workers=workers)
     scoring, positions, thumbs, skipped = [], [], [], []
     batches = iter_image_batches(paths, rows, roots, classifier.transform(), device=classifier.device, source=source,
                                  column=column, extra_fields=classifier.extra_fields(paths, roots),

@@ -31,7 +31,6 @@ from clipmg.inference import (
     DEFAULT_BATCH_SIZE,
     Classifier,
     EncodedFrames,
-    adapt_classifier,
     encode_frames,
     image_roots,
 )
@@ -123,18 +122,16 @@ def evaluate_prompt_sets(prompts: Sequence[str], metadata: str | os.PathLike, *,
                          tensorboard: bool = True, classifier: Classifier | None = None,
                          adapt_bn: bool = True) -> dict:
     """Evaluate each prompt set on the same frames, encoded as test.py encodes them (with
-    `adapt_bn`, after re-estimating the batch-norm statistics on them). Returns {"table": DataFrame, "files": {...},
-    "n_images", "n_skipped", "seconds", "model"}."""
+    `adapt_bn`, after re-estimating the batch-norm statistics on them). Returns {"table":
+    DataFrame, "files": {...}, "n_images", "n_skipped", "seconds", "model"}."""
     columns = columns or cdata.Columns()
     classifier = classifier or load_classifier(checkpoint, model, pretrained, labels, device)
     sets = resolve_prompt_sets(prompts, classifier)  # fail on a bad set before decoding any image
     frames, source = cdata.select_frames(metadata, classifier.label_table, split, subset, columns)
     roots = image_roots(image_root, metadata=metadata, config=classifier.config)
-    if adapt_bn:
-        adapt_classifier(classifier, frames["path"].astype(str).to_numpy(), frames["row"].to_numpy(), roots,
-                         source=str(source), column=columns.path, batch_size=batch_size, workers=workers)
     encoded = encode_frames(classifier, frames, roots, source=str(source), column=columns.path,
-                            batch_size=batch_size, workers=workers, skip_missing=skip_missing)
+                            batch_size=batch_size, workers=workers, skip_missing=skip_missing,
+                            adapt_bn=adapt_bn)
     rows, details = [], {}
     for name, origin, prompt_set in sets:
         start = time.perf_counter()

@@ -29,7 +29,6 @@ from clipmg.inference import (
     DEFAULT_BATCH_SIZE,
     Classifier,
     EncodedFrames,
-    adapt_classifier,
     encode_frames,
     image_roots,
 )
@@ -100,11 +99,9 @@ def load_frames(classifier: Classifier, metadata: str | os.PathLike, *, split: s
         if encoded is not None:
             logger.info("lab: %d frames' features read from %s", len(encoded), cache_file)
             return LabFrames(encoded, roots, str(source), cache_file, True, time.perf_counter() - start)
-    if adapt_bn:
-        adapt_classifier(classifier, frames["path"].astype(str).to_numpy(), frames["row"].to_numpy(), roots,
-                         source=str(source), column=columns.path, batch_size=batch_size, workers=workers)
     encoded = encode_frames(classifier, frames, roots, source=str(source), column=columns.path,
-                            batch_size=batch_size, workers=workers, skip_missing=skip_missing)
+                            batch_size=batch_size, workers=workers, skip_missing=skip_missing,
+                            adapt_bn=adapt_bn)
     if use_cache:
         _write(cache_file, key, encoded, frames)
     return LabFrames(encoded, roots, str(source), cache_file if use_cache else None, False,
