@@ -195,7 +195,8 @@ def run_clipmg(prep: Prepared, work: Path, epochs: int, extra_args: list[str]) -
     metrics = json.loads(Path(f"{predictions.with_suffix('')}_metrics.json").read_text())
     history = summary.get("history", [])
     return {"top1": metrics["top1"], "balanced_accuracy": metrics["balanced_accuracy"],
-            "clip_top1": metrics.get("clip_top1"), "train_s": train_wall, "test_s": test_wall, "wall_s": train_wall + test_wall,
+            "clip_top1": metrics.get("clip_top1"), "clip_model_top1": metrics.get("clip_model_top1"),
+            "train_s": train_wall, "test_s": test_wall, "wall_s": train_wall + test_wall,
             "samples_per_s": float(np.mean([h["train_samples_per_s"] for h in history])) if history else None,
             "best_epoch": summary.get("best_epoch"),
             "val_by_epoch": [(h["epoch"], h.get("val_top1"), h.get("finished_at", start) - start) for h in history]}
