@@ -1,7 +1,8 @@
 """test.py (`predict_csv`) and `evaluate` on clips: clip_predictions.csv has one row per clip, a
-clip model's row is its temporal head over the K frames it names (whatever the chunks and the
-row order of the CSV), a frame model's is the mean of its frames' logits, and the metrics carry
-the clip model's figures beside the frame aggregations."""
+clip model's row is its temporal head over the K frames it names, or under the mean head over
+every frame of the clip (whatever the chunks and the row order of the CSV), a frame model's is
+the mean of its frames' logits, and the metrics carry the clip model's figures beside the frame
+aggregations."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     with torch.no_grad():  # a head that has moved from its start (mean pooling)
         for param in clip.head.parameters():
             param.add_(0.3 * torch.randn(param.shape))
-    return {"frame": frame, "clip": _save(clip, root / "clip")}
+    mean = compose_model(tower, clip_frames=K, temporal="mean")
+    return {"frame": frame, "clip": _save(clip, root / "clip"), "mean": _save(mean, root / "mean")}
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +98,28 @@ def test_a_clip_model_writes_one_row_per_clip_from_its_k_frames(checkpoints, dat
         assert key in metrics
 
 
-def test_chunks_and_row_order_do_not_change_the_clip_predictions(checkpoints, dataset, tmp_path):
-    _, whole = _predict(checkpoints["clip"], dataset / "frames.csv", tmp_path / "a" / "p.csv")
+def test_a_mean_head_clip_model_reads_every_frame_of_a_clip(checkpoints, dataset, tmp_path):
+    summary, clips = _predict(checkpoints["mean"], dataset / "frames.csv", tmp_path / "p.csv", chunk_rows=4)
+    assert "sampled_frames" not in clips and clips["frames_used"].tolist() == [1, 2, 3, 5]
+    classifier = Classifier.from_checkpoint(checkpoints["mean"], device="cpu")
+    assert classifier.reads_whole_clip
+    transform, frames = classifier.transform(), pd.read_csv(dataset / "frames.csv")
+    for row in clips.itertuples(index=False):
+        images = [transform(load_image(dataset / "training" / p)) for p in frames.loc[frames["Video ID"] == row[0], "Path"]]
+        probs = classifier.logits(torch.stack(images)[None]).softmax(dim=1)[0]  # the head over all of them
+        assert row.pred_class == CLASS_IDS[int(probs.argmax())]
+        assert row.score == pytest.approx(float(probs.max()), abs=1e-5)
+    assert summary["metrics"]["clip_model_n_clips"] == 4
+    assert summary["metrics"]["clip_model_top1"] == pytest.approx(
+        float((clips["pred_class"] == clips["true_class"]).mean()))
+
+
+@pytest.mark.parametrize("name", ["clip", "mean"])
+def test_chunks_and_row_order_do_not_change_the_clip_predictions(checkpoints, dataset, tmp_path, name):
+    _, whole = _predict(checkpoints[name], dataset / "frames.csv", tmp_path / "a" / "p.csv")
     shuffled = pd.read_csv(dataset / "frames.csv").sample(frac=1.0, random_state=3)
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
-    _, chunked = _predict(checkpoints["clip"], tmp_path / "shuffled.csv", tmp_path / "b" / "p.csv",
+    _, chunked = _predict(checkpoints[name], tmp_path / "shuffled.csv", tmp_path / "b" / "p.csv",
                           image_root=dataset / "training", chunk_rows=2)
     chunked = chunked.set_index("Video ID").loc[whole["Video ID"]].reset_index()
     pd.testing.assert_frame_equal(chunked, whole, check_exact=False, atol=1e-5)
@@ -128,6 +147,10 @@ def test_unreadable_frames_leave_the_clip_its_other_frames(checkpoints, dataset,
     assert clips["status"].tolist() == ["unreadable", "ok", "ok", "ok"]
     assert clips["frames_used"].tolist() == [0, 2, 2, 3] and clips.loc[0, "pred_class"] == ""
     assert summary["metrics"]["clip_model_n_clips"] == 3
+    _, clips = _predict(checkpoints["mean"], tmp_path / "frames.csv", tmp_path / "mean.csv",
+                        image_root=dataset / "training", skip_missing=True)
+    assert clips["status"].tolist() == ["unreadable", "ok", "ok", "ok"]
+    assert clips["frames_used"].tolist() == [0, 2, 2, 5]
 
 
 def test_test_py_and_evaluate_write_clip_predictions_without_flags(checkpoints, dataset, tmp_path, capsys):

@@ -63,11 +63,14 @@ def test_resume_of_a_clip_run_is_exact(tiny_train_settings, tmp_path, assert_sam
     assert_same_weights(tmp_path / "reference" / "last", tmp_path / "stopped" / "last")
 
 
-def test_the_checkpoint_records_k_and_the_validation_is_evaluates(tiny_train_settings, tmp_path):
-    summary = train(TrainConfig(**clip_settings(tiny_train_settings, epochs=1)).validate())
+@pytest.mark.parametrize("temporal", ["transformer", "mean"])
+def test_the_checkpoint_records_k_and_the_validation_is_evaluates(tiny_train_settings, tmp_path, temporal):
+    """Validation scores clips as evaluate (and test.py) does: K frames of each, or under the mean
+    head all of them."""
+    summary = train(TrainConfig(**clip_settings(tiny_train_settings, epochs=1, temporal=temporal)).validate())
     run = tmp_path / "run"
     model = json.loads((run / "best" / "config.json").read_text())["model"]
-    assert (model["backend"], model["clip_frames"], model["temporal"]) == ("clip", 3, "transformer")
+    assert (model["backend"], model["clip_frames"], model["temporal"]) == ("clip", 3, temporal)
     metrics = evaluate_checkpoint(run / "best", run / "split.csv", split=run / "split.csv", workers=0,
                                   out_dir=tmp_path / "eval")
     assert metrics["clip_model_n_clips"] == summary["best"]["n_images"]  # validation scores clips
@@ -82,7 +85,7 @@ def test_a_frame_checkpoint_fine_tunes_into_a_clip_model(tiny_train_settings, tm
     from clipmg.checkpoint import load_checkpoint
 
     frame_model, _ = load_checkpoint(tmp_path / "run" / "best")
-    batch = next(iter(trainer.val_loader))
+    batch = next(iter(trainer.train_loader))
     with torch.no_grad():
         clips = trainer.model.eval().encode_image(batch["image"], normalize=False)
         frames = frame_model.encode_image(batch["image"].flatten(0, 1)).unflatten(0, batch["image"].shape[:2])

@@ -151,6 +151,11 @@ class Classifier:
         """K for a clip model (`clipmg.models.ClipModel`), else None."""
         return getattr(self.model, "clip_frames", None)
 
+    @property
+    def reads_whole_clip(self) -> bool:
+        """A clip model that classifies a clip from every frame of it (`ClipModel.reads_whole_clip`)."""
+        return bool(getattr(self.model, "reads_whole_clip", False))
+
     @torch.inference_mode()
     def frame_features(self, images: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
         """A clip model's (N, D) per-frame features (what its temporal head pools), float32 on the device."""

@@ -1,17 +1,18 @@
 """Clip predictions beside the per-frame ones (test.py, `clipmg evaluate`): one row per clip.
 
-A clip model (`clipmg.models.ClipModel`) classifies each clip from K of its frames, the centres of
-K uniform segments in `Frame ID` order (`clipmg.data.clip_positions`, as its validation did); any
-other model's clip prediction is the mean of its frames' logits. Each frame is encoded once: its
-features give its own prediction and, when it is one of its clip's K frames, the clip's.
+A clip model (`clipmg.models.ClipModel`) with the mean head classifies each clip from the mean
+of all its frames' features; with another head, from K of its frames, the centres of K uniform
+segments in `Frame ID` order (`clipmg.data.clip_positions`, as its validation did). Any other
+model's clip prediction is the mean of its frames' logits. Each frame is encoded once: its
+features give its own prediction and, when its clip's prediction reads it, the clip's.
 
 Frames arrive in chunks (test.py streams the CSV) and a clip's frames may be anywhere in it, so
 the clips are planned first (`ClipPlanner`, fed by test.py's first pass over the CSV, which
 already reads every row to check the labels): each clip's frame count, label and, for a clip
-model, the rows of its K frames. While planning, three numbers per row are held; after it, K row
-numbers per clip. During the second pass (`ClipCollector`) only the clips whose frames are still
-to come hold state (their K frame features, or a running sum of logits); a finished clip keeps
-its C logits. Memory grows with the clips, not the rows.
+model with K frames, the rows of its K frames. While planning, three numbers per row are held;
+after it, K row numbers per clip. During the second pass (`ClipCollector`) only the clips whose
+frames are still to come hold state (their K frame features, or a running sum of features or
+logits); a finished clip keeps its C logits. Memory grows with the clips, not the rows.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class ClipPlan:
     n_frames: np.ndarray  # (clips,) rows of each clip
     targets: np.ndarray  # (clips,) class index of each clip's first frame (frame order); -1 unlabelled
     clip_frames: int | None  # K of a clip model, None for a frame model (mean of the frames' logits)
-    slots: np.ndarray | None = None  # (clips, K) row positions of the K frames a clip model reads
+    whole_clip: bool = False  # a clip model that pools every frame (its mean head)
+    slots: np.ndarray | None = None  # (clips, K) row positions of the K frames a clip model reads, else None
     slot_names: list[str] = field(default_factory=list)  # per clip: its K frames' ids, space-separated
     index_of: dict[str, int] = field(default_factory=dict)
 
@@ -49,6 +51,8 @@ class ClipPlan:
 
     def wanted(self, start: int, count: int) -> np.ndarray | None:
         """A clip model: which of the rows start..start+count-1 are among the frames it reads."""
+        if self.whole_clip:
+            return np.ones(count, dtype=bool)
         if self.slots is None:
             return None
         rows = self.slots.ravel()
@@ -76,7 +80,9 @@ class ClipPlanner:
         self.parts.append((codes[has], order[has], np.asarray(positions, dtype=np.int64)[has],
                            np.asarray(targets, dtype=np.int64)[has]))
 
-    def plan(self, clip_frames: int | None) -> ClipPlan:
+    def plan(self, clip_frames: int | None, whole_clip: bool = False) -> ClipPlan:
+        """The plan of a frame model (`clip_frames` None) or a clip model reading K frames of
+        each clip, or with `whole_clip` every frame."""
         if self.parts:
             codes, order, positions, targets = (np.concatenate(column) for column in zip(*self.parts))
         else:
@@ -87,9 +93,10 @@ class ClipPlanner:
         count = len(self.index_of)
         starts = np.searchsorted(codes, np.arange(count))
         n_frames = np.diff(np.append(starts, len(codes))).astype(np.int64)
+        whole_clip = bool(clip_frames and whole_clip)
         plan = ClipPlan(list(self.index_of), n_frames, targets[starts[n_frames > 0]].astype(np.int64), clip_frames,
-                        index_of=dict(self.index_of))
-        if clip_frames:
+                        whole_clip, index_of=dict(self.index_of))
+        if clip_frames and not whole_clip:
             picks = np.stack([starts[c] + cdata.clip_positions(int(n_frames[c]), clip_frames) for c in range(count)]
                              ) if count else np.zeros((0, clip_frames), dtype=np.int64)
             plan.slots = positions[picks]
@@ -104,11 +111,12 @@ def _frame_name(order: float, position: int) -> str:
     return str(int(order)) if float(order).is_integer() else repr(float(order))
 
 
-def plan_from_frames(frames: pd.DataFrame, targets: np.ndarray, clip_frames: int | None) -> ClipPlan:
+def plan_from_frames(frames: pd.DataFrame, targets: np.ndarray, clip_frames: int | None,
+                     whole_clip: bool = False) -> ClipPlan:
     """The plan of a standard metadata DataFrame (positions: its rows 0..n-1)."""
     planner = ClipPlanner()
     planner.add(frames["video_id"].to_numpy(), frames["frame_id"].to_numpy(), np.arange(len(frames)), targets)
-    return planner.plan(clip_frames)
+    return planner.plan(clip_frames, whole_clip)
 
 
 class ClipCollector:
@@ -121,7 +129,7 @@ class ClipCollector:
         self.logits = torch.full((count, classifier.num_classes), float("nan"))
         self.frames_used = np.zeros(count, dtype=np.int64)
         self.pending = plan.n_frames.copy() if plan.slots is None else np.full(count, plan.clip_frames)
-        self.sums: dict[int, torch.Tensor] = {}  # frame model: running sums of logits
+        self.sums: dict[int, torch.Tensor] = {}  # running sums of logits (frame model) or features (whole clips)
         self.slot_features: dict[int, dict[int, torch.Tensor]] = {}  # clip model: slot -> frame features
         self.slots_at: dict[int, list[tuple[int, int]]] = {}
         if plan.slots is not None:
@@ -137,20 +145,36 @@ class ClipCollector:
             self._add_slots(start, len(codes), scored)
 
     def _add_frames(self, codes: np.ndarray, scored) -> None:
+        """Sum each clip's frames (their logits, or a whole-clip model's features); a clip whose
+        last frame this was gets the mean (scored by the temporal head for whole clips)."""
         valid = codes >= 0
         clips, inverse = np.unique(codes[valid], return_inverse=True)
         read = scored.ok[valid]
         rows = np.bincount(inverse, minlength=len(clips))
         read_rows = np.bincount(inverse[read], minlength=len(clips))
-        sums = torch.zeros(len(clips), self.logits.shape[1]).index_add_(
-            0, torch.from_numpy(inverse[read]), scored.logits[torch.from_numpy(valid & scored.ok)])
+        values = self._frame_values(valid & scored.ok, scored)
+        sums = torch.zeros(len(clips), values.shape[1]).index_add_(0, torch.from_numpy(inverse[read]), values)
+        finished = []
         for i, clip in enumerate(clips.tolist()):
             if read_rows[i]:
                 self.sums[clip] = self.sums[clip] + sums[i] if clip in self.sums else sums[i]
                 self.frames_used[clip] += int(read_rows[i])
             self.pending[clip] -= int(rows[i])
             if self.pending[clip] == 0 and clip in self.sums:
-                self.logits[clip] = self.sums.pop(clip) / self.frames_used[clip]
+                finished.append(clip)
+        if not finished:
+            return
+        means = torch.stack([self.sums.pop(clip) / self.frames_used[clip] for clip in finished])
+        self.logits[finished] = self.classifier.clip_logits(means[:, None]) if self.plan.whole_clip else means
+
+    def _frame_values(self, rows: np.ndarray, scored) -> torch.Tensor:
+        """What is summed of the chunk's `rows` (a mask): logits, or a whole-clip model's features."""
+        if not self.plan.whole_clip:
+            return scored.logits[torch.from_numpy(rows)]
+        picked = np.flatnonzero(rows).tolist()
+        if not picked:
+            return torch.zeros(0, self.classifier.model.feature_dim)
+        return torch.stack([scored.features[i] for i in picked]).float()
 
     def _add_slots(self, start: int, count: int, scored) -> None:
         done = []
@@ -179,7 +203,7 @@ class ClipCollector:
 
     def model_metrics_input(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(clip logits, clip targets) of the labelled clips a clip model classified."""
-        if self.plan.slots is None:
+        if not self.plan.clip_frames:
             return None
         use = self.classified & (self.plan.targets >= 0)
         if not use.any():

@@ -79,6 +79,7 @@ class Ensemble:
     # an ensemble scores frames; its clips are the mean of their frames' scores, even when a
     # member is a clip model (each frame then is a clip of one frame for it)
     clip_frames = None
+    reads_whole_clip = False
 
     @property
     def description(self) -> str:

@@ -72,7 +72,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | Sequence[str | os.PathLi
     roots = image_roots(image_root, metadata=metadata, config=classifier.config)
     index_of = {cid: i for i, cid in enumerate(classifier.class_ids)}
     targets = torch.tensor([index_of[int(c)] for c in frames["class_id"]], dtype=torch.long)
-    clips = ClipCollector(plan_from_frames(frames, targets.numpy(), classifier.clip_frames), classifier)
+    clips = ClipCollector(plan_from_frames(frames, targets.numpy(), classifier.clip_frames,
+                                           classifier.reads_whole_clip), classifier)
     adapted = adapt_classifier(classifier, frames["path"].to_numpy(), frames["row"].to_numpy(), roots,
                                source=str(source), column=columns.path, batch_size=batch_size,
                                workers=workers) if adapt_bn else 0

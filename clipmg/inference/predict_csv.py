@@ -225,10 +225,11 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
 
     With a `Video ID` column, `clip_<output name>` (clip_predictions.csv) gets one row per clip:
     its id, true class (when labelled), the same prediction columns, `frames`, `frames_used` and,
-    for a clip model, `sampled_frames` (the Frame IDs of the K frames it read, ordered by the
-    `Frame ID` column, else by row). A clip model classifies each clip by its temporal head over
-    those K frames (and each row as a clip of that one frame); other models average the logits
-    of the clip's frames. The metrics then also hold the clip model's `clip_model_*` figures.
+    for a clip model reading K frames, `sampled_frames` (the Frame IDs of the K frames it read,
+    ordered by the `Frame ID` column, else by row). A clip model classifies each clip by its
+    temporal head: the mean head over all of the clip's frames, the others over those K frames
+    (and each row as a clip of that one frame); other models average the logits of the clip's
+    frames. The metrics then also hold the clip model's `clip_model_*` figures.
     Returns a summary: output, n_rows, n_predicted, n_skipped, skipped (the first rows),
     seconds, images_per_s, metrics (None without labels), metrics_files, clip_predictions
     (None without clips) and n_clips; with `gallery_per_class`, `gallery`: up to that many
@@ -261,7 +262,7 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     truth = Truth(classifier, label_columns, str(csv_path))
     planner = ClipPlanner() if label_columns.video is not None else None
     n_rows = _scan(csv_path, path_column, truth, chunk_rows, cdata.find_column(header, columns.frame, csv_path), planner)
-    clips = ClipCollector(planner.plan(classifier.clip_frames), classifier) if planner is not None else None
+    clips = ClipCollector(planner.plan(classifier.clip_frames, classifier.reads_whole_clip), classifier) if planner is not None else None
     if n_rows == 0:
         raise DataError(f"{csv_path} has a header but no rows: nothing to predict")
     if clashes:

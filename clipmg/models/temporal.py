@@ -20,6 +20,10 @@ Every head starts as mean pooling (the attention scorer's and the transformer pr
 layers start at zero), so wrapping a trained frame model starts from its own frame averaging.
 The head's parameters are "heads" (trained at `lr_heads`, never frozen).
 
+Training reads K frames of a clip; evaluation (validation, the run's test part, test.py) reads
+every frame of it under the mean head, whose prediction then uses all that the clip shows, and
+the K frames of `clipmg.data.clip_positions` under the others (`reads_whole_clip`).
+
 Input: clips (B, K, 3, S, S) with extra inputs (B, K, ...); a batch of frames (B, 3, S, S) is
 taken as B clips of one frame (what per-frame predictions, embeddings and the projector use).
 `frame_features` and `clip_features` split `scoring_features` in two so that test.py encodes
@@ -176,6 +180,13 @@ class ClipModel(InnerModelWrapper):
         self.inner.init_zero_shot_head(class_embeddings, scale)
 
     # --- frames -> clip -----------------------------------------------------------------------------
+    @property
+    def reads_whole_clip(self) -> bool:
+        """Whether evaluation pools every frame of a clip (the mean head, which takes any number
+        of frames, as TSN tests on more frames than it trains on) rather than the K frames of
+        `clipmg.data.clip_positions` (the heads that learned weights over K)."""
+        return self.temporal == "mean"
+
     @staticmethod
     def _as_clips(images: torch.Tensor, extras: dict) -> tuple[torch.Tensor, dict, tuple[int, int]]:
         """Clips (B, K, ...) or frames (B, ...) as frames (B * K, ...), and (B, K)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -27,6 +28,22 @@ def validate_model(model, loader, frames, targets: torch.Tensor, data, prompt_se
     model.eval()
     class_embeddings = None if model.has_classifier_head else build_class_embeddings(
         model, data.class_names, prompt_set, class_ids=data.class_ids)
+    if getattr(model, "reads_whole_clip", False):
+        logits, indices = whole_clip_logits(model, loader, frames, class_embeddings, device, autocast, tta)
+    else:
+        logits, indices = item_logits(model, loader, class_embeddings, device, autocast, tta)
+    targets = targets[indices]
+    metrics = compute_metrics(logits, targets, clip_ids=frames["video_id"].iloc[indices.numpy()].values,
+                              num_classes=len(data.class_ids))
+    metrics["loss"] = F.cross_entropy(logits, targets).item()
+    if len(indices) < len(frames):
+        metrics["skipped_images"] = len(frames) - len(indices)
+    return metrics, (logits, targets)
+
+
+def item_logits(model, loader, class_embeddings, device: torch.device, autocast, tta: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, item index) of every item (frame or clip) that `loader` yields."""
     all_logits, all_indices = [], []
     for batch in progress(loader, desc="validate"):
         images = cdata.normalize_images(batch["image"].to(device, non_blocking=True))
@@ -35,14 +52,32 @@ def validate_model(model, loader, frames, targets: torch.Tensor, data, prompt_se
                                 images, model_extras(model, batch, device), tta)
         all_logits.append(logits.float().cpu())
         all_indices.append(batch["index"])
-    logits, indices = torch.cat(all_logits), torch.cat(all_indices)
-    targets = targets[indices]
-    metrics = compute_metrics(logits, targets, clip_ids=frames["video_id"].iloc[indices.numpy()].values,
-                              num_classes=len(data.class_ids))
-    metrics["loss"] = F.cross_entropy(logits, targets).item()
-    if len(indices) < len(frames):
-        metrics["skipped_images"] = len(frames) - len(indices)
-    return metrics, (logits, targets)
+    return torch.cat(all_logits), torch.cat(all_indices)
+
+
+def whole_clip_logits(model, loader, clips, class_embeddings, device: torch.device, autocast, tta: str
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, clip index) of the `clips` (`run_items` rows) of a clip model that pools every
+    frame of a clip: `loader` yields the frames, each clip is scored on the mean of its frames'
+    features, as test.py scores it. Clips none of whose frames could be read are left out."""
+    clip_of = np.empty(int(clips["n_frames"].sum()), dtype=np.int64)
+    for clip, positions in enumerate(clips["positions"]):
+        clip_of[positions] = clip
+    sums, counts = None, torch.zeros(len(clips))
+    for batch in progress(loader, desc="validate"):
+        images = cdata.normalize_images(batch["image"].to(device, non_blocking=True))
+        with autocast():
+            features = tta_logits(model.frame_features, images, model_extras(model, batch, device), tta).float().cpu()
+        owners = torch.from_numpy(clip_of[batch["index"].numpy()])
+        sums = (torch.zeros(len(clips), features.shape[1]) if sums is None else sums).index_add_(0, owners, features)
+        counts += torch.bincount(owners, minlength=len(clips))
+    indices = torch.nonzero(counts > 0).flatten()
+    if not len(indices):
+        return torch.zeros(0, len(class_embeddings) if class_embeddings is not None else 0), indices
+    pooled = (sums[indices] / counts[indices, None]).to(device)
+    with autocast():
+        logits = model.logits_from_features(model.clip_features(pooled[:, None]), class_embeddings)
+    return logits.float().cpu(), indices
 
 
 def score_test_part(checkpoint: Path, data, cfg, prompt_set, device: torch.device, autocast,
