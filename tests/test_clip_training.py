@@ -27,7 +27,7 @@ def make_trainer(settings: dict) -> Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("temporal,head", [("transformer", "contrastive"), ("attention", "linear")])
+@pytest.mark.parametrize("temporal,head", [("transformer", "contrastive"), ("attention", "linear"), ("mean", "contrastive")])
 def test_the_trainer_batches_clips_and_learns(tiny_train_settings, fit_one_batch, temporal, head):
     trainer = make_trainer(clip_settings(tiny_train_settings, temporal=temporal, head=head, scheduler="none"))
     assert len(trainer.train_dataset) == trainer.train_items["video_id"].nunique() == len(trainer.train_items)

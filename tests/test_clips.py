@@ -1,6 +1,6 @@
 """Clip models, data side and model side: K frames per clip in frame order (segment centres in
 evaluation, random points of the segments in training, repeated frames for short clips), one
-augmentation draw per clip, and the temporal heads (mean pooling is the mean of the frame
+augmentation draw per clip (or per frame under the mean head), and the temporal heads (mean pooling is the mean of the frame
 embeddings, the transformer sees the order, every head starts as mean pooling), through a
 checkpoint and back."""
 
@@ -68,6 +68,17 @@ def test_one_augmentation_draw_per_clip(tmp_path):
     torch.testing.assert_close(dataset[0]["image"], first["image"])  # the seed fixes the draw
     dataset.set_random_seed(4)
     assert not torch.equal(dataset[0]["image"][0], first["image"][0])  # another clip draw, another augmentation
+
+
+def test_frames_augmented_apart_get_draws_of_their_own_that_the_seed_fixes(tmp_path):
+    frames = _one_image_clip(tmp_path, 4)
+    dataset = ClipDataset(frames, tmp_path, create_transform(32, train=True), clip_frames=4, train=True, hflip=True,
+                          augment_apart=True)
+    dataset.set_random_seed(3)
+    first = dataset[0]["image"]
+    assert len({image.numpy().tobytes() for image in first}) == 4  # four frames, four augmentations
+    dataset.set_random_seed(3)
+    torch.testing.assert_close(dataset[0]["image"], first)
 
 
 def test_evaluation_clips_are_fixed_and_training_ones_vary(tmp_path):
@@ -197,3 +208,8 @@ def test_a_pose_fusion_clip_model_takes_each_frames_keypoints(tower):
     frames = model.inner.encode_image(_clips(frames=2).flatten(0, 1), keypoints=keypoints.flatten(0, 1))
     torch.testing.assert_close(model.encode_image(_clips(frames=2), normalize=False, keypoints=keypoints),
                                frames.unflatten(0, (2, 2)).mean(dim=1))
+
+
+@pytest.mark.parametrize("temporal,apart", [("mean", True), ("attention", False), ("transformer", False)])
+def test_only_the_mean_head_augments_a_clips_frames_apart(tower, temporal, apart):
+    assert compose_model(tower, clip_frames=3, temporal=temporal).augments_frames_apart is apart

@@ -6,7 +6,8 @@ A clip shorter than K repeats frames (the segments then share frames), so any cl
 
 `ClipDataset` draws one augmentation per clip: every frame of a clip is transformed with the
 same seed, so they get the same crop, rotation, colour jitter and flip, and the movement between
-frames is the clip's, not the augmentation's.
+frames is the clip's, not the augmentation's. With `augment_apart` each frame gets a draw of its
+own (for a head that pools frames as a set, where there is no movement to keep).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from clipmg.errors import DataError
 
 #: Mixed into the seed of the segment offsets: a stream of their own, apart from the transform's.
 OFFSET_STREAM = 0x636C6970  # "clip"
+#: Mixed into the seeds of frames augmented apart (`augment_apart`).
+FRAME_STREAM = 0x6672616D  # "fram"
 
 
 def clip_positions(n_frames: int, clip_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -66,22 +69,23 @@ class ClipDataset(Dataset):
     be read is None (dropped by `collate_frames`).
 
     `set_random_seed(seed)` fixes the next clips' segment offsets and their one augmentation
-    draw (the same seed for each of their frames); unseeded, a draw from torch's generator
-    (which DataLoader seeds per worker) takes its place.
+    draw (the same seed for each of their frames, or with `augment_apart` a seed per frame drawn
+    from it); unseeded, a draw from torch's generator (which DataLoader seeds per worker) takes
+    its place.
     """
 
     def __init__(self, df: pd.DataFrame, image_root: str | os.PathLike, transform: Callable, clip_frames: int,
                  train: bool = False, skip_bad_images: bool = False,
                  class_index: Mapping[int, int] | Iterable[int] | None = None,
                  extra_fields: Mapping[str, np.ndarray | torch.Tensor] | None = None, hflip: bool = False,
-                 cache_frames: bool = False):
+                 cache_frames: bool = False, augment_apart: bool = False):
         if clip_frames < 1:
             raise DataError(f"clip_frames must be at least 1, got {clip_frames}")
         self.frames = FrameDataset(df.reset_index(drop=True), image_root, transform, skip_bad_images=skip_bad_images,
                                    class_index=class_index, extra_fields=extra_fields, hflip=hflip,
                                    cache_frames=cache_frames)
         self.clips = clip_table(df.reset_index(drop=True))
-        self.clip_frames, self.train = int(clip_frames), bool(train)
+        self.clip_frames, self.train, self.augment_apart = int(clip_frames), bool(train), bool(augment_apart)
         self._seed: int | None = None
 
     def set_random_seed(self, seed: int | None) -> None:
@@ -102,6 +106,13 @@ class ClipDataset(Dataset):
             rng = np.random.default_rng([OFFSET_STREAM, int(seed) % 2**63])
         return members[clip_positions(len(members), self.clip_frames, rng)]
 
+    def frame_seed(self, seed: int, position: int) -> int:
+        """The augmentation seed of frame `position` of a clip drawn with `seed`: the clip's own
+        (one draw for all its frames), or with `augment_apart` one of the frame's."""
+        if not self.augment_apart:
+            return seed
+        return int(np.random.default_rng([FRAME_STREAM, int(seed) % 2**63, int(position)]).integers(2**62))
+
     def __getitem__(self, index: int) -> dict | None:
         seed = self._seed
         if self.train and seed is None:
@@ -110,7 +121,7 @@ class ClipDataset(Dataset):
         loaded: dict[int, dict] = {}
         for position in dict.fromkeys(positions.tolist()):
             if self.train:
-                self.frames.set_random_seed(seed)  # the same draw for every frame of the clip
+                self.frames.set_random_seed(self.frame_seed(seed, position))
             item = self.frames[position]
             if item is not None:
                 loaded[position] = item

@@ -20,7 +20,8 @@ Every head starts as mean pooling (the attention scorer's and the transformer pr
 layers start at zero), so wrapping a trained frame model starts from its own frame averaging.
 The head's parameters are "heads" (trained at `lr_heads`, never frozen).
 
-Training reads K frames of a clip; evaluation (validation, the run's test part, test.py) reads
+Training reads K frames of a clip (augmented apart under the mean head, with one draw for the
+clip under the others, which see how the frames differ); evaluation (validation, the run's test part, test.py) reads
 every frame of it under the mean head, whose prediction then uses all that the clip shows, and
 the K frames of `clipmg.data.clip_positions` under the others (`reads_whole_clip`).
 
@@ -180,6 +181,12 @@ class ClipModel(InnerModelWrapper):
         self.inner.init_zero_shot_head(class_embeddings, scale)
 
     # --- frames -> clip -----------------------------------------------------------------------------
+    @property
+    def augments_frames_apart(self) -> bool:
+        """Whether training draws each frame's augmentation apart (the mean head pools frames as
+        a set, so there is no movement between them for one draw per clip to keep)."""
+        return self.temporal == "mean"
+
     @property
     def reads_whole_clip(self) -> bool:
         """Whether evaluation pools every frame of a clip (the mean head, which takes any number

@@ -109,7 +109,8 @@ def batch_budget(frames: int, items: int, batch_size: int, clip_frames: int | No
 
 def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool):
     """`frame_dataset`, or for a clip model (its `clip_frames`) a `ClipDataset` of the same frames
-    and augmentation, one draw per clip; items are in `run_items` order. A clip model that
+    and augmentation (one draw per clip, or per frame where the model `augments_frames_apart`);
+    items are in `run_items` order. A clip model that
     evaluates whole clips (`reads_whole_clip`) is evaluated on the frames, which
     `clipmg.training.validation` pools per clip."""
     clip_frames = getattr(model, "clip_frames", None)
@@ -119,7 +120,8 @@ def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, tr
     return cdata.ClipDataset(frames, data.image_root, frame_items.transform, clip_frames, train=train,
                              skip_bad_images=cfg.data.skip_bad_images, class_index=data.index_of,
                              extra_fields=frame_items.extra_fields, hflip=frame_items.hflip,
-                             cache_frames=cfg.data.cache_frames)
+                             cache_frames=cfg.data.cache_frames,
+                             augment_apart=getattr(model, "augments_frames_apart", False))
 
 
 def loader_options(workers: int, device: torch.device) -> dict:
