@@ -262,7 +262,8 @@ def predict_csv(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], csv
     truth = Truth(classifier, label_columns, str(csv_path))
     planner = ClipPlanner() if label_columns.video is not None else None
     n_rows = _scan(csv_path, path_column, truth, chunk_rows, cdata.find_column(header, columns.frame, csv_path), planner)
-    clips = ClipCollector(planner.plan(classifier.clip_frames, classifier.reads_whole_clip), classifier) if planner is not None else None
+    clips = (ClipCollector(planner.plan(classifier.clip_frames, classifier.reads_whole_clip), classifier)
+             if planner is not None else None)
     if n_rows == 0:
         raise DataError(f"{csv_path} has a header but no rows: nothing to predict")
     if clashes:

@@ -20,10 +20,11 @@ Every head starts as mean pooling (the attention scorer's and the transformer pr
 layers start at zero), so wrapping a trained frame model starts from its own frame averaging.
 The head's parameters are "heads" (trained at `lr_heads`, never frozen).
 
-Training reads K frames of a clip (augmented apart under the mean head, with one draw for the
-clip under the others, which see how the frames differ); evaluation (validation, the run's test part, test.py) reads
-every frame of it under the mean head, whose prediction then uses all that the clip shows, and
-the K frames of `clipmg.data.clip_positions` under the others (`reads_whole_clip`).
+Training reads K frames of a clip: augmented apart under the mean head
+(`augments_frames_apart`), with one draw for the clip under the others, which see how the frames
+differ. Evaluation (validation, the run's test part, test.py) reads every frame of a clip under
+the mean head, whose prediction then uses all that the clip shows, and the K frames of
+`clipmg.data.clip_positions` under the others (`reads_whole_clip`).
 
 Input: clips (B, K, 3, S, S) with extra inputs (B, K, ...); a batch of frames (B, 3, S, S) is
 taken as B clips of one frame (what per-frame predictions, embeddings and the projector use).

@@ -110,9 +110,8 @@ def batch_budget(frames: int, items: int, batch_size: int, clip_frames: int | No
 def run_dataset(data: RunData, frames: pd.DataFrame, model, cfg: TrainConfig, train: bool):
     """`frame_dataset`, or for a clip model (its `clip_frames`) a `ClipDataset` of the same frames
     and augmentation (one draw per clip, or per frame where the model `augments_frames_apart`);
-    items are in `run_items` order. A clip model that
-    evaluates whole clips (`reads_whole_clip`) is evaluated on the frames, which
-    `clipmg.training.validation` pools per clip."""
+    items are in `run_items` order. A clip model that evaluates whole clips (`reads_whole_clip`)
+    is evaluated on the frames, which `clipmg.training.validation` pools per clip."""
     clip_frames = getattr(model, "clip_frames", None)
     if not clip_frames or (not train and getattr(model, "reads_whole_clip", False)):
         return frame_dataset(data, frames, model, cfg, train)
