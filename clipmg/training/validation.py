@@ -61,19 +61,16 @@ def whole_clip_logits(model, loader, clips, class_embeddings, device: torch.devi
     frame of a clip: `loader` yields the frames, each clip is scored on the mean of its frames'
     features, as test.py scores it. Clips none of whose frames could be read are left out."""
     clip_of = np.empty(int(clips["n_frames"].sum()), dtype=np.int64)
-    for clip, positions in enumerate(clips["positions"]):
-        clip_of[positions] = clip
-    sums, counts = None, torch.zeros(len(clips))
+    clip_of[np.concatenate(clips["positions"].tolist())] = np.repeat(np.arange(len(clips)), clips["n_frames"])
+    sums, counts = torch.zeros(len(clips), model.feature_dim), torch.zeros(len(clips))
     for batch in progress(loader, desc="validate"):
         images = cdata.normalize_images(batch["image"].to(device, non_blocking=True))
         with autocast():
-            features = tta_logits(model.frame_features, images, model_extras(model, batch, device), tta).float().cpu()
+            features = tta_logits(model.frame_features, images, model_extras(model, batch, device), tta)
         owners = torch.from_numpy(clip_of[batch["index"].numpy()])
-        sums = (torch.zeros(len(clips), features.shape[1]) if sums is None else sums).index_add_(0, owners, features)
+        sums.index_add_(0, owners, features.float().cpu())
         counts += torch.bincount(owners, minlength=len(clips))
     indices = torch.nonzero(counts > 0).flatten()
-    if not len(indices):
-        return torch.zeros(0, len(class_embeddings) if class_embeddings is not None else 0), indices
     pooled = (sums[indices] / counts[indices, None]).to(device)
     with autocast():
         logits = model.logits_from_features(model.clip_features(pooled[:, None]), class_embeddings)
